@@ -1,0 +1,3 @@
+"""pbn: learn painters' hands and tell whether two paintings share an artist."""
+
+__version__ = "0.1.0"

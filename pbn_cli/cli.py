@@ -1,0 +1,259 @@
+"""The `pbn` command line: one short command per stage.
+
+Each command parses its options, calls one library function, prints a
+summary, and turns a ``PbnError`` into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pbn_cli import __version__
+from pbn_cli.errors import PbnError
+
+app = typer.Typer(
+    name="pbn",
+    help=(
+        "Learn painters' hands: were these two paintings made by the same artist?\n\n"
+        "A staged pipeline on disk; each stage reads and writes Parquet manifests "
+        "in a workspace folder (-w, default ./workspace or $PBN_WORKSPACE):\n\n"
+        "  pbn ingest train_info.csv   CSV + image headers -> manifest\n\n"
+        "  pbn clean                   drop what cannot be learned from\n\n"
+        "  pbn split                   artist-disjoint train/val/test\n\n"
+        "  pbn resize                  256x256 uint8 cache, decoded once\n\n"
+        "  pbn status                  what is done, what is stale\n\n"
+        "Try it on synthetic paintings first:  pbn synth data --quirks && "
+        "pbn ingest data/train_info.csv"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option(
+        "--workspace", "-w", envvar="PBN_WORKSPACE", help="Workspace folder.", show_default=True
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even when up to date.")]
+ImagesOpt = Annotated[
+    Optional[Path],
+    typer.Option("--images", help="Image folder, if it moved since ingest."),
+]
+WorkersOpt = Annotated[
+    Optional[int], typer.Option("--workers", min=1, help="Processes to use (default: all cores).")
+]
+DEFAULT_WS = Path("workspace")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pbn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Learn painters' hands."""
+
+
+def command(fn):
+    """Register ``fn`` as a command that reports ``PbnError`` as one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PbnError as e:
+            from pbn_cli.console import err
+
+            err.print(f"[red]Error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            print("Interrupted.", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return app.command()(wrapper)
+
+
+def _workspace(path: Path):
+    from pbn_cli.workspace import Workspace
+
+    return Workspace(Path(path))
+
+
+def _print_stage(name: str, result) -> None:
+    from rich.table import Table
+
+    from pbn_cli.console import out
+
+    if result.skipped:
+        out.print(f"{name}: up to date, nothing to do ({result.kept} rows; --force to redo)")
+        return
+    out.print(f"{name}: kept {result.kept} rows, rejected {result.rejected}")
+    if result.reasons:
+        table = Table("reason", "rows", title=f"{name}: rejected rows")
+        for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
+            table.add_row(reason, str(n))
+        out.print(table)
+
+
+@command
+def synth(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to create the set in.")],
+    artists: Annotated[int, typer.Option(help="Number of artists.")] = 40,
+    paintings: Annotated[int, typer.Option(help="Paintings per artist.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quirks: Annotated[bool, typer.Option(help="Add the odd files real dumps contain.")] = False,
+    min_size: Annotated[int, typer.Option(help="Smallest longer side, px.")] = 300,
+    max_size: Annotated[int, typer.Option(help="Largest longer side, px.")] = 1600,
+    workers: WorkersOpt = None,
+) -> None:
+    """Make a synthetic painting set in Kaggle's layout (OUT/train/, OUT/train_info.csv).
+
+    Each artist is a "hand" (stroke kind, size, orientation, density, texture,
+    colour habits); composition and hue change per painting.
+
+    Example: pbn synth data --artists 40 --paintings 12 --quirks
+    """
+    from pbn_cli import console
+    from pbn_cli.synth import synth as run
+
+    with console.progress("synth", unit="paintings") as bar:
+        info = run(out_dir, artists, paintings, seed, quirks, min_size, max_size, workers, *console.callbacks(bar))
+    console.out.print(
+        f"synth: {info['paintings']} paintings by {info['artists']} artists in {info['images']}; "
+        f"{info['rows']} CSV rows in {out_dir / 'train_info.csv'}"
+    )
+
+
+@command
+def ingest(
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="train_info.csv, all_data_info.csv or your own CSV.")],
+    images: Annotated[
+        Optional[Path], typer.Option(help="Image folder (default: train/ beside the CSV).")
+    ] = None,
+    filename_column: Annotated[Optional[str], typer.Option(help="Column with the file names.")] = None,
+    artist_column: Annotated[Optional[str], typer.Option(help="Column with the artists.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    force: ForceOpt = False,
+    workers: WorkersOpt = None,
+) -> None:
+    """Read a paintings CSV and each image's header into manifests/ingest.parquet.
+
+    Kaggle's train_info.csv (images in train/ beside it), all_data_info.csv
+    (images in train/ or test/ by in_train), or any CSV with a filename and an
+    artist column. Rows that cannot be paintings go to ingest.rejected.parquet
+    with a reason.
+
+    Example: pbn ingest ~/kaggle/train_info.csv --images ~/kaggle/train
+    """
+    from pbn_cli import console
+    from pbn_cli.stages.ingest import ingest as run
+
+    ws = _workspace(workspace)
+    with ws.data_lock(), console.progress("ingest: reading headers", unit="images") as bar:
+        result = run(ws, csv_path, images, filename_column, artist_column, force, workers, *console.callbacks(bar))
+    _print_stage("ingest", result)
+
+
+@command
+def clean(
+    min_paintings: Annotated[int, typer.Option(min=1, help="Drop artists with fewer paintings.")] = 2,
+    images: ImagesOpt = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    force: ForceOpt = False,
+) -> None:
+    """Drop what cannot be learned from: exact duplicate files and artists with too few paintings.
+
+    Duplicates (same bytes) are kept once when they share an artist and all
+    dropped when their artists disagree. Writes manifests/clean.parquet.
+
+    Example: pbn clean --min-paintings 2
+    """
+    from pbn_cli import console
+    from pbn_cli.stages.clean import clean as run
+
+    ws = _workspace(workspace)
+    with ws.data_lock():
+        result = run(ws, min_paintings, force, images)
+    _print_stage("clean", result)
+
+
+@command
+def split(
+    test_artists: Annotated[float, typer.Option(help="Fraction of artists held out for test.")] = 0.2,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of training paintings held out for val.")] = 0.1,
+    val_artists: Annotated[
+        Optional[float],
+        typer.Option(help="Instead: hold out this fraction of training artists whole as val."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the artist and painting hashes.")] = 0,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    force: ForceOpt = False,
+) -> None:
+    """Split by artist: test artists never appear in train or val.
+
+    An artist's split is fixed by a seeded hash of its name, so adding artists
+    never moves existing ones. --val-artists gives an artist-disjoint val,
+    better for choosing models meant for unseen artists.
+
+    Example: pbn split --test-artists 0.2 --val-fraction 0.1
+    """
+    from rich.table import Table
+
+    from pbn_cli import console
+    from pbn_cli.stages.split import split as run
+
+    ws = _workspace(workspace)
+    with ws.data_lock():
+        result = run(ws, test_artists, val_fraction, val_artists, seed, force)
+    if result.skipped:
+        console.out.print(f"split: up to date, nothing to do ({result.kept} rows; --force to redo)")
+    table = Table("split", "artists", "paintings", title="split")
+    for name, c in result.summary.items():
+        table.add_row(name, str(c["artists"]), str(c["paintings"]))
+    console.out.print(table)
+
+
+@command
+def status(
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show which stages are done, their row counts, and which are stale.
+
+    A stage is stale when a stage it reads from was re-run after it.
+
+    Example: pbn status -w workspace
+    """
+    from rich.table import Table
+
+    from pbn_cli import console
+    from pbn_cli.status import workspace_status
+
+    rows = workspace_status(_workspace(workspace))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("stage", "done", "rows", "rejected", "when", "state", title=f"workspace {workspace}")
+    for r in rows:
+        state = {"up to date": "[green]up to date[/]", "stale": f"[yellow]stale[/] ({r['why']})", "not run": "[dim]not run[/]"}[r["state"]]
+        table.add_row(r["stage"], "yes" if r["done"] else "no", str(r["rows"] or ""), str(r["rejected"] or ""), r["when"] or "", state)
+    console.out.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,170 @@
+"""The one door through which every image enters pbn.
+
+``read_header`` reads only what a file says about itself (ingest).
+``load_rgb`` decodes any supported image into a square RGB uint8 array
+(resize, compare, search, predict), so a painting gives the same pixels
+whichever command reads it:
+
+- EXIF orientation applied;
+- CMYK, palette (transparency included), LA/RGBA composited on white;
+- 16-bit images scaled by 255/65535, 32-bit ones by their own range;
+- JPEGs at least twice the target decoded at reduced scale (``draft``),
+  other formats reduced before the final Lanczos resize;
+- images past Pillow's decompression-bomb limit: JPEGs decode at reduced
+  scale anyway; others are allowed up to ``max_pixels`` and decoded one at
+  a time across workers (``big_image_lock``); beyond that they are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+#: Pillow's own bomb limit; we check sizes ourselves against it
+PILLOW_LIMIT = Image.MAX_IMAGE_PIXELS or 89_478_485
+DEFAULT_MAX_PIXELS = 500_000_000
+FITS = ("crop", "pad")
+
+_big_image_lock = None
+
+
+class ImageReadError(Exception):
+    """A file that cannot become a painting; ``str()`` is the reason a person reads."""
+
+
+def set_big_image_lock(lock) -> None:
+    """Share one lock across workers so huge non-JPEG images decode one at a time."""
+    global _big_image_lock
+    _big_image_lock = lock
+
+
+@contextlib.contextmanager
+def _no_bomb_check():
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image: cannot identify image file"
+    text = str(err).split(" '/")[0]
+    if "truncated" in text.lower() or isinstance(err, SyntaxError):
+        return f"truncated or corrupt image: {text}"
+    return f"unreadable image: {text}"
+
+
+@dataclass
+class Header:
+    format: str
+    width: int
+    height: int
+    mode: str
+
+
+def read_header(path: str) -> Header:
+    """Format, size and mode of the image at ``path``, reading its header only."""
+    if os.path.getsize(path) == 0:
+        raise ImageReadError("empty file (0 bytes)")
+    try:
+        with _no_bomb_check(), Image.open(path) as im:
+            return Header(im.format or "", im.width, im.height, im.mode)
+    except Exception as err:  # Pillow raises many kinds for bad files
+        raise ImageReadError(_reason(err)) from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB: alpha on white, high bit depths scaled, not clipped."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if mode.startswith("I;16"):
+            a = a * (255.0 / 65535.0)
+        else:
+            lo, hi = float(a.min()), float(a.max())
+            a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def _fit_box(w: int, h: int, size: int, fit: str) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+    """Output size and source box for a centre crop (``crop``) or a letterbox (``pad``)."""
+    if fit == "crop":
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        return (size, size), (left, top, left + side, top + side)
+    scale = size / max(w, h)
+    return (max(1, round(w * scale)), max(1, round(h * scale))), (0, 0, w, h)
+
+
+def _decode(path: str, size: int, fit: str, max_pixels: int) -> Image.Image:
+    im = Image.open(path)
+    w, h = im.size
+    if im.format == "JPEG":
+        # scale so that the side we keep is still at least `size`
+        keep = min(w, h) if fit == "crop" else max(w, h)
+        scale = size / keep
+        mode = "RGB" if im.mode in ("RGB", "YCbCr") else None
+        im.draft(mode, (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
+    elif w * h > max_pixels:
+        raise ImageReadError(
+            f"image too large: {w}x{h} is {w * h / 1e6:.0f} megapixels, "
+            f"over --max-pixels {max_pixels / 1e6:.0f}M"
+        )
+    im.load()
+    return im
+
+
+def _finish(im: Image.Image, size: int, fit: str) -> np.ndarray:
+    im = _to_rgb(ImageOps.exif_transpose(im))
+    out_size, box = _fit_box(im.width, im.height, size, fit)
+    im = im.resize(out_size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    if fit == "pad":
+        canvas = Image.new("RGB", (size, size), (0, 0, 0))
+        canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
+        im = canvas
+    return np.asarray(im, dtype=np.uint8)
+
+
+def load_rgb(
+    path: str, size: int = 256, fit: str = "crop", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """The painting at ``path`` as a (size, size, 3) uint8 array, or ``ImageReadError``."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageReadError("empty file (0 bytes)")
+        with _no_bomb_check():
+            with Image.open(path) as probe:
+                big = probe.format != "JPEG" and probe.width * probe.height > PILLOW_LIMIT
+            lock = _big_image_lock if big and _big_image_lock is not None else contextlib.nullcontext()
+            with lock:
+                im = _decode(path, size, fit, max_pixels)
+                try:
+                    return _finish(im, size, fit)
+                finally:
+                    im.close()
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError("file missing") from None
+    except MemoryError:
+        raise ImageReadError("image too large to decode in memory") from None
+    except Exception as err:  # Pillow raises many kinds for bad files
+        raise ImageReadError(_reason(err)) from None

@@ -1,0 +1,54 @@
+"""Where a painting's file is: relative paths kept inside the image folder."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pbn_cli.errors import InputError
+from pbn_cli.manifest import Record
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def check_relative(rel: str) -> str | None:
+    """Why ``rel`` cannot name a file inside the image folder, or None if it can."""
+    if not rel:
+        return "empty filename"
+    if "\x00" in rel:
+        return "path escapes the image folder: filename contains a NUL byte"
+    if rel.startswith(("/", "\\")) or _DRIVE.match(rel):
+        return "path escapes the image folder: absolute path"
+    if ".." in re.split(r"[\\/]", rel):
+        return "path escapes the image folder: `..` in the filename"
+    return None
+
+
+def locate(root_real: str, rel: str) -> tuple[str | None, str | None]:
+    """``(full path, None)`` for a file inside ``root_real``, else ``(None, reason)``.
+
+    ``root_real`` must already be ``os.path.realpath``-ed. Symbolic links are
+    followed and must land inside the folder too.
+    """
+    reason = check_relative(rel)
+    if reason:
+        return None, reason
+    full = os.path.join(root_real, rel)
+    real = os.path.realpath(full)
+    if real != root_real and not real.startswith(root_real.rstrip(os.sep) + os.sep):
+        return None, "path escapes the image folder: symbolic link leads outside"
+    if not os.path.exists(real):
+        return None, "file missing"
+    if not os.path.isfile(real):
+        return None, "not a file"
+    return real, None
+
+
+def image_root(record: Record, override: Path | None = None) -> str:
+    """The real path of the image folder: ``--images`` if given, else the one ingest recorded."""
+    root = Path(override) if override else Path(record.extra.get("image_root", ""))
+    if not root.is_dir():
+        hint = "" if override else " (the workspace may have moved: point to it with --images)"
+        raise InputError(f"image folder {root} does not exist{hint}")
+    return os.path.realpath(root)

@@ -1,0 +1,1 @@
+"""The data stages: plain functions from manifests and parameters to manifests."""
