@@ -229,6 +229,45 @@ def split(
 
 
 @command
+def resize(
+    size: Annotated[int, typer.Option(help="Side of the cached square paintings, px.")] = 256,
+    fit: Annotated[str, typer.Option(help="crop: centre crop (the reference's); pad: letterbox.")] = "crop",
+    max_pixels: Annotated[
+        int, typer.Option(help="Refuse non-JPEG images larger than this many pixels.")
+    ] = 500_000_000,
+    images: ImagesOpt = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    force: ForceOpt = False,
+    workers: WorkersOpt = None,
+) -> None:
+    """Decode every clean painting once into cache/images_256.npy (N, 256, 256, 3) uint8.
+
+    Shorter side to --size, then a centre crop (or --fit pad), antialiased.
+    Resumable: kill it and run it again. Incremental: new paintings get new
+    rows. Also writes cache/preview.png (a contact sheet to look at) and
+    reports groups of near-identical paintings.
+
+    Example: pbn resize --workers 8
+    """
+    from pbn_cli import console
+    from pbn_cli.stages.resize import resize as run
+
+    ws = _workspace(workspace)
+    with ws.data_lock(), console.progress("resize", unit="paintings") as bar:
+        result = run(ws, size, fit, workers, max_pixels, force, images, *console.callbacks(bar))
+    _print_stage("resize", result)
+    s = result.summary
+    if s and not result.skipped:
+        straddle = s.get("straddling_splits")
+        where = "" if straddle is None else f", {straddle} straddling splits (they inflate test scores)"
+        console.out.print(
+            f"resize: {s['near_duplicate_groups']} groups of near-identical paintings "
+            f"({s['near_duplicate_paintings']} paintings){where}; cache in {ws.cache}, "
+            f"preview {ws.cache / 'preview.png'}"
+        )
+
+
+@command
 def status(
     workspace: WorkspaceOpt = DEFAULT_WS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -1,0 +1,72 @@
+"""The image cache: one ``.npy`` file of (N, size, size, 3) uint8 rows.
+
+``np.load(path, mmap_mode="r")`` opens it. Rows are only ever appended:
+growing the cache rewrites the header's row count in place (NumPy leaves
+room in the header for the first axis to grow) and extends the file, so
+rows already there never move or change.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pbn_cli.errors import PbnError
+
+
+def cache_path(cache_dir: Path, size: int) -> Path:
+    return Path(cache_dir) / f"images_{size}.npy"
+
+
+def _header(rows: int, size: int) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "|u1", "fortran_order": False, "shape": (rows, size, size, 3)}
+    )
+    return buf.getvalue()
+
+
+def row_bytes(size: int) -> int:
+    return size * size * 3
+
+
+def header_length(size: int) -> int:
+    return len(_header(0, size))
+
+
+def rows_in(path: Path, size: int) -> int:
+    """How many rows the cache file at ``path`` declares (0 when it does not exist)."""
+    if not path.exists():
+        return 0
+    try:
+        return np.load(path, mmap_mode="r").shape[0]
+    except Exception as err:
+        raise PbnError(f"{path} is damaged ({err}); rebuild it with `pbn resize --force`") from None
+
+
+def ensure_rows(path: Path, rows: int, size: int) -> None:
+    """Make the cache file hold exactly ``rows`` rows; new rows read as zeros until written."""
+    head = _header(rows, size)
+    if len(head) != header_length(size):
+        raise PbnError(f"cannot grow {path} to {rows} rows in place")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, len(head) + rows * row_bytes(size))
+        os.pwrite(fd, head, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_cache(path: Path) -> np.ndarray:
+    """The cache as a read-only memory map."""
+    if not path.exists():
+        raise PbnError(f"no image cache at {path}; run `pbn resize` first")
+    try:
+        return np.load(path, mmap_mode="r")
+    except Exception as err:
+        raise PbnError(f"{path} is damaged ({err}); rebuild it with `pbn resize --force`") from None

@@ -1,0 +1,262 @@
+"""resize: every painting decoded once into the 256x256 cache.
+
+Paintings of ``clean.parquet`` not cached yet get new rows at the end of
+``cache/images_<size>.npy``. Work is planned in a journal beside the cache
+(``images_<size>.journal``): first the plan (image_id -> row), then one line
+per finished painting, written only after its pixels are on disk. A killed
+run reads the journal and does only what is left, so the cache ends
+byte-identical to an uninterrupted run's. ``manifests/resize.parquet`` maps
+image_id to ``cache_row``; undecodable files go to ``resize.rejected.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pbn_cli import cache, imaging
+from pbn_cli.atomic import write_text
+from pbn_cli.errors import InputError, PbnError
+from pbn_cli.manifest import Record, read_manifest, write_manifest
+from pbn_cli.near_duplicates import near_duplicate_groups, phash
+from pbn_cli.parallel import chunks, default_workers, map_chunks, worker_pool
+from pbn_cli.paths import image_root, locate
+from pbn_cli.preview import contact_sheet, save_png
+from pbn_cli.stages.common import StageResult, reason_counts
+from pbn_cli.workspace import Workspace
+
+_worker: dict = {}
+
+
+def _init_worker(cache_file: str, size: int, fit: str, max_pixels: int, root: str, lock) -> None:
+    _worker.update(
+        fd=os.open(cache_file, os.O_RDWR),
+        offset=cache.header_length(size),
+        size=size,
+        fit=fit,
+        max_pixels=max_pixels,
+        root=root,
+    )
+    imaging.set_big_image_lock(lock)
+
+
+def _resize_chunk(items: Sequence[tuple[str, str, int]]) -> list[tuple[str, int, str | None, int | None]]:
+    """Decode, fit and write each (image_id, path, row); returns (image_id, row, reason, phash)."""
+    w = _worker
+    out = []
+    for image_id, rel, row in items:
+        full, reason = locate(w["root"], rel)
+        if reason is None:
+            try:
+                pixels = imaging.load_rgb(full, w["size"], w["fit"], w["max_pixels"])
+            except imaging.ImageReadError as err:
+                reason = str(err)
+        if reason is not None:
+            out.append((image_id, row, reason, None))
+            continue
+        os.pwrite(w["fd"], pixels.tobytes(), w["offset"] + row * cache.row_bytes(w["size"]))
+        out.append((image_id, row, None, phash(pixels)))
+    return out
+
+
+class _Journal:
+    """The plan and the finished paintings of one resize run, append-only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self, size: int, fit: str) -> tuple[list, dict] | None:
+        if not self.path.exists():
+            return None
+        lines = self.path.read_text().splitlines()
+        try:
+            plan = json.loads(lines[0])
+        except (IndexError, ValueError):
+            return None
+        if plan.get("size") != size or plan.get("fit") != fit:
+            return None
+        done = {}
+        for line in lines[1:]:
+            try:
+                image_id, row, reason, h = json.loads(line)
+            except ValueError:
+                break  # a line cut short by a kill: everything after it is redone
+            done[image_id] = (row, reason, h)
+        return plan["items"], done
+
+    def start(self, size: int, fit: str, items: list) -> None:
+        write_text(self.path, json.dumps({"size": size, "fit": fit, "items": items}) + "\n")
+
+    def append(self, results: list) -> None:
+        with open(self.path, "a") as f:
+            f.writelines(json.dumps(list(r)) + "\n" for r in results)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _check_disk(folder: Path, needed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise PbnError(
+            f"the cache needs {needed / 1e9:.1f} GB more in {folder}, but only "
+            f"{free / 1e9:.1f} GB is free; free some space or move the workspace"
+        )
+
+
+def resize(
+    ws: Workspace,
+    size: int = 256,
+    fit: str = "crop",
+    workers: int | None = None,
+    max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
+    force: bool = False,
+    images: Path | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> StageResult:
+    """Cache every painting of the clean manifest at ``size`` px; resumable and incremental."""
+    if fit not in imaging.FITS:
+        raise InputError(f"--fit must be one of {', '.join(imaging.FITS)}, got {fit!r}")
+    if not 16 <= size <= 2048:
+        raise InputError(f"--size must be between 16 and 2048, got {size}")
+    up = ws.require("clean")
+    params = {"size": size, "fit": fit, "max_pixels": max_pixels}
+    inputs = {"clean": up.fingerprint}
+    previous = ws.record("resize")
+    if previous is not None and not force:
+        old = previous.params
+        if (old.get("size"), old.get("fit")) != (size, fit):
+            raise InputError(
+                f"the cache holds {old.get('size')} px paintings ({old.get('fit')}); one size per "
+                f"workspace: rebuild with `pbn resize --size {size} --fit {fit} --force`"
+            )
+        if ws.up_to_date("resize", params, inputs):
+            return StageResult(True, previous.rows, 0, {}, previous, previous.extra.get("summary", {}))
+    path = cache.cache_path(ws.cache, size)
+    journal = _Journal(path.with_suffix(".journal"))
+    if force:
+        for stale in ws.cache.glob("images_*"):
+            stale.unlink()
+        for stage in ("resize",):
+            ws.manifest(stage).unlink(missing_ok=True)
+            ws.rejected(stage).unlink(missing_ok=True)
+
+    frame, _ = read_manifest(ws.manifest("clean"))
+    done_rows, done_rejected = _previous(ws)
+    resumed = journal.read(size, fit)
+    if resumed is None:
+        base = cache.rows_in(path, size)
+        todo = frame[~frame["image_id"].isin(done_rows.index) & ~frame["image_id"].isin(done_rejected.index)]
+        items = [[i, p, base + k] for k, (i, p) in enumerate(zip(todo["image_id"], todo["path"]))]
+        _check_disk(ws.cache, len(items) * cache.row_bytes(size))
+        journal.start(size, fit, items)
+        finished: dict = {}
+    else:
+        items, finished = resumed
+    total_rows = max([cache.rows_in(path, size)] + [row + 1 for _, _, row in items])
+    if cache.rows_in(path, size) != total_rows or not path.exists():
+        cache.ensure_rows(path, total_rows, size)
+
+    pending = [tuple(it) for it in items if it[0] not in finished]
+    root = image_root(up, images)
+    lock = mp.get_context("fork").Lock() if "fork" in mp.get_all_start_methods() else None
+    n_workers = min(workers or default_workers(), max(1, len(pending) // 8))
+    buffer: list = []
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if buffer:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)  # pixels on disk before the journal says so
+            finally:
+                os.close(fd)
+            journal.append(buffer)
+            buffer.clear()
+        last_flush = time.monotonic()
+
+    def done(_: int, results: list) -> None:
+        for image_id, row, reason, h in results:
+            finished[image_id] = (row, reason, h)
+        buffer.extend(results)
+        if time.monotonic() - last_flush > 2.0:
+            flush()
+        if on_progress:
+            on_progress(len(results))
+
+    with worker_pool(n_workers, _init_worker, (str(path), size, fit, max_pixels, root, lock)) as pool:
+        if on_start:
+            on_start(len(items))
+        if on_progress:
+            on_progress(len(items) - len(pending))
+        try:
+            map_chunks(pool, _resize_chunk, chunks(pending, 8), done)
+        finally:
+            flush()
+    result = _finish(ws, frame, done_rows, done_rejected, finished, params, inputs, path, journal)
+    if resumed is not None and result.kept + result.rejected < len(frame):
+        # the resumed plan predates paintings added since: cache those too
+        return resize(ws, size, fit, workers, max_pixels, False, images, on_start, on_progress)
+    return result
+
+
+def _previous(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paintings cached (image_id -> cache_row, phash) and rejected (-> reason) by earlier runs."""
+    if ws.record("resize") is None:
+        return pd.DataFrame(columns=["cache_row", "phash"]), pd.DataFrame(columns=["reason"])
+    ok, _ = read_manifest(ws.manifest("resize"))
+    bad, _ = read_manifest(ws.rejected("resize"))
+    return ok.set_index("image_id")[["cache_row", "phash"]], bad.set_index("image_id")[["reason"]]
+
+
+def _finish(ws, frame, done_rows, done_rejected, finished, params, inputs, path, journal) -> StageResult:
+    new = pd.DataFrame.from_dict(finished, orient="index", columns=["cache_row", "reason", "phash"])
+    ok = pd.concat([done_rows, new[new["reason"].isna()][["cache_row", "phash"]]])
+    bad = pd.concat([done_rejected, new[new["reason"].notna()][["reason"]]])
+    kept = frame.join(ok, on="image_id", how="inner")
+    kept["cache_row"] = kept["cache_row"].astype("int64")
+    kept["phash"] = kept["phash"].astype("int64")
+    kept["near_duplicate_group"] = near_duplicate_groups(kept["phash"].to_numpy())
+    rejected = frame.join(bad, on="image_id", how="inner")
+    summary = _near_duplicate_summary(ws, kept)
+    record = Record("resize", params, inputs, extra={"cache": path.name, "summary": summary})
+    write_manifest(ws.rejected("resize"), rejected.reset_index(drop=True), Record("resize.rejected", params, inputs))
+    write_manifest(ws.manifest("resize"), kept.reset_index(drop=True), record)
+    _write_preview(ws, kept, path)
+    journal.path.unlink(missing_ok=True)
+    return StageResult(False, len(kept), len(rejected), reason_counts(rejected), record, summary)
+
+
+def _near_duplicate_summary(ws: Workspace, kept: pd.DataFrame) -> dict:
+    grouped = kept[kept["near_duplicate_group"] >= 0]
+    summary = {"near_duplicate_groups": int(grouped["near_duplicate_group"].nunique()), "near_duplicate_paintings": len(grouped)}
+    summary["straddling_splits"] = straddling_groups(ws, grouped)
+    return summary
+
+
+def straddling_groups(ws: Workspace, grouped: pd.DataFrame) -> int | None:
+    """Near-duplicate groups whose paintings sit in more than one split (None before `split`)."""
+    if ws.record("split") is None:
+        return None
+    splits, _ = read_manifest(ws.manifest("split"))
+    joined = grouped[["image_id", "near_duplicate_group"]].merge(splits[["image_id", "split"]], on="image_id")
+    return int((joined.groupby("near_duplicate_group")["split"].nunique() > 1).sum())
+
+
+def _write_preview(ws: Workspace, kept: pd.DataFrame, path: Path, n: int = 64, seed: int = 0) -> None:
+    if kept.empty:
+        return
+    pick = kept.sample(min(n, len(kept)), random_state=seed).sort_values("artist")
+    pixels = np.load(path, mmap_mode="r")
+    sheet = contact_sheet([pixels[r] for r in pick["cache_row"]], list(pick["artist"]))
+    save_png(sheet, ws.cache / "preview.png")
