@@ -290,8 +290,11 @@ def status(
     table = Table("stage", "done", "rows", "rejected", "when", "state", title=f"workspace {workspace}")
     for r in rows:
         state = {"up to date": "[green]up to date[/]", "stale": f"[yellow]stale[/] ({r['why']})", "not run": "[dim]not run[/]"}[r["state"]]
-        table.add_row(r["stage"], "yes" if r["done"] else "no", str(r["rows"] or ""), str(r["rejected"] or ""), r["when"] or "", state)
+        table.add_row(r["stage"], "yes" if r["done"] else "no", str(r["rows"] or ""), str(r["rejected"] or ""), (r["when"] or "")[:16], state)
     console.out.print(table)
+    for r in rows:
+        if r["notes"]:
+            console.out.print(f"{r['stage']}: {r['notes']}")
 
 
 def main() -> None:

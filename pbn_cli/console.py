@@ -20,35 +20,53 @@ err = Console(stderr=True, highlight=False)
 
 
 class Bar:
-    """A progress bar whose total may be set once the work is known."""
+    """A progress bar that appears only once its total is known (``start``)."""
 
-    def __init__(self, progress: Progress, task):
-        self._progress, self._task = progress, task
+    def __init__(self, description: str, unit: str):
+        self.description, self.unit = description, unit
+        self._progress: Progress | None = None
+        self._task = None
 
     def start(self, total: int) -> None:
-        self._progress.update(self._task, total=total, visible=True)
+        if self._progress is None:
+            columns = [
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(self.unit),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            ]
+            self._progress = Progress(*columns, console=err)
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=total, info="")
+        else:
+            self._progress.update(self._task, total=total)
 
     def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._task, n)
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
 
-    def update(self, **fields) -> None:
-        self._progress.update(self._task, **fields)
+    def info(self, text: str) -> None:
+        """Extra text after the bar (loss, images/s...)."""
+        if self._progress is not None:
+            self._progress.update(self._task, info=text)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int | None = None, unit: str = "") -> Iterator[Bar]:
-    """A rich progress bar on stderr; shows count, elapsed time and ETA."""
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(unit),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=err, transient=False) as p:
-        yield Bar(p, p.add_task(description, total=total, visible=total is not None))
+def progress(description: str, unit: str = "") -> Iterator[Bar]:
+    """A rich progress bar on stderr with count, elapsed time and ETA, shown once started."""
+    bar = Bar(description, unit)
+    try:
+        yield bar
+    finally:
+        bar.stop()
 
 
 def callbacks(bar: Bar) -> tuple[Callable[[int], None], Callable[[int], None]]:

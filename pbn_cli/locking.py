@@ -63,17 +63,18 @@ def hold(path: Path, what: str) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     f = os.fdopen(fd, "r+")
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = json.loads(f.read() or "{}")
-            except ValueError:
-                holder = {}
-            raise LockedError(
-                f"{what} is being written by {_describe(holder)}; "
-                "wait for it to finish or stop it first"
-            ) from None
+            holder = json.loads(f.read() or "{}")
+        except ValueError:
+            holder = {}
+        f.close()
+        raise LockedError(
+            f"{what} is being written by {_describe(holder)}; "
+            "wait for it to finish or stop it first"
+        ) from None
+    try:
         me = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from pbn_cli.errors import InputError
@@ -35,6 +36,15 @@ def locate(root_real: str, rel: str) -> tuple[str | None, str | None]:
     if reason:
         return None, reason
     full = os.path.join(root_real, rel)
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        return None, f"unreadable path: {err.strerror}"
+    # a plain file directly in the (already real) folder needs no more checks
+    if st is not None and stat.S_ISREG(st.st_mode) and os.sep not in rel and "/" not in rel:
+        return full, None
     real = os.path.realpath(full)
     if real != root_real and not real.startswith(root_real.rstrip(os.sep) + os.sep):
         return None, "path escapes the image folder: symbolic link leads outside"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,16 +15,17 @@ from pbn_cli.atomic import write_bytes
 
 def font(size: int = 12) -> ImageFont.ImageFont:
     """DejaVu Sans (shipped with matplotlib) when available: it covers accented and Cyrillic names."""
-    try:
-        import matplotlib
-
-        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"), size)
-    except (ImportError, OSError):
-        return ImageFont.load_default()
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            return ImageFont.truetype(str(Path(folder) / "mpl-data/fonts/ttf/DejaVuSans.ttf"), size)
+        except OSError:
+            pass
+    return ImageFont.load_default()
 
 
 def contact_sheet(
-    images: Sequence[np.ndarray], labels: Sequence[str], columns: int = 8, thumb: int = 160
+    images: Sequence[np.ndarray], labels: Sequence[str], columns: int = 8, thumb: int = 128
 ) -> Image.Image:
     """A grid of ``images`` (H, W, 3 uint8) with a caption under each."""
     rows = max(1, -(-len(images) // columns))
@@ -34,13 +36,18 @@ def contact_sheet(
     for k, (pixels, label) in enumerate(zip(images, labels)):
         x = 4 + (k % columns) * (thumb + 4)
         y = 4 + (k // columns) * (thumb + caption + 4)
-        sheet.paste(Image.fromarray(np.asarray(pixels)).resize((thumb, thumb), Image.Resampling.LANCZOS), (x, y))
-        text = label if draw.textlength(label, font=f) <= thumb else label[: max(1, thumb // 7)] + "…"
+        im = Image.fromarray(np.asarray(pixels))
+        factor = im.width // thumb
+        small = im.reduce(factor) if factor * thumb == im.width else im.resize((thumb, thumb), Image.Resampling.LANCZOS)
+        sheet.paste(small, (x, y))
+        text = label
+        while draw.textlength(text, font=f) > thumb and len(text) > 2:
+            text = text[:-2] + "…"
         draw.text((x, y + thumb + 2), text, fill="black", font=f)
     return sheet
 
 
 def save_png(image: Image.Image, path: Path) -> None:
     buf = io.BytesIO()
-    image.save(buf, "PNG", optimize=False)
+    image.save(buf, "PNG", compress_level=1)
     write_bytes(path, buf.getvalue())

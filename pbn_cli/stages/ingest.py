@@ -36,8 +36,9 @@ def _probe_chunk(args: tuple[str, Sequence[str]]) -> list[tuple]:
             out.append((None, None, None, None, None, reason))
             continue
         try:
-            h = read_header(full)
-            out.append((h.format, h.width, h.height, h.mode, os.path.getsize(full), None))
+            nbytes = os.stat(full).st_size
+            h = read_header(full, nbytes)
+            out.append((h.format, h.width, h.height, h.mode, nbytes, None))
         except ImageReadError as err:
             out.append((None, None, None, None, None, str(err)))
     return out

@@ -73,7 +73,7 @@ class _Journal:
     def __init__(self, path: Path):
         self.path = path
 
-    def read(self, size: int, fit: str) -> tuple[list, dict] | None:
+    def read(self, size: int, fit: str) -> tuple[int, list, dict] | None:
         if not self.path.exists():
             return None
         lines = self.path.read_text().splitlines()
@@ -90,10 +90,11 @@ class _Journal:
             except ValueError:
                 break  # a line cut short by a kill: everything after it is redone
             done[image_id] = (row, reason, h)
-        return plan["items"], done
+        return plan["rows"], plan["items"], done
 
-    def start(self, size: int, fit: str, items: list) -> None:
-        write_text(self.path, json.dumps({"size": size, "fit": fit, "items": items}) + "\n")
+    def start(self, size: int, fit: str, rows: int, items: list) -> None:
+        """Record the plan: the cache will hold ``rows`` rows; ``items`` are [image_id, path, row]."""
+        write_text(self.path, json.dumps({"size": size, "fit": fit, "rows": rows, "items": items}) + "\n")
 
     def append(self, results: list) -> None:
         with open(self.path, "a") as f:
@@ -158,13 +159,14 @@ def resize(
         todo = frame[~frame["image_id"].isin(done_rows.index) & ~frame["image_id"].isin(done_rejected.index)]
         items = [[i, p, base + k] for k, (i, p) in enumerate(zip(todo["image_id"], todo["path"]))]
         _check_disk(ws.cache, len(items) * cache.row_bytes(size))
-        journal.start(size, fit, items)
+        rows = base + len(items)
+        journal.start(size, fit, rows, items)
         finished: dict = {}
     else:
-        items, finished = resumed
-    total_rows = max([cache.rows_in(path, size)] + [row + 1 for _, _, row in items])
-    if cache.rows_in(path, size) != total_rows or not path.exists():
-        cache.ensure_rows(path, total_rows, size)
+        rows, items, finished = resumed
+    # idempotent, so a run killed while growing the file grows it again
+    if not path.exists() or path.stat().st_size != cache.header_length(size) + rows * cache.row_bytes(size):
+        cache.ensure_rows(path, rows, size)
 
     pending = [tuple(it) for it in items if it[0] not in finished]
     root = image_root(up, images)
@@ -189,7 +191,7 @@ def resize(
         for image_id, row, reason, h in results:
             finished[image_id] = (row, reason, h)
         buffer.extend(results)
-        if time.monotonic() - last_flush > 2.0:
+        if len(buffer) >= 32 or time.monotonic() - last_flush > 2.0:
             flush()
         if on_progress:
             on_progress(len(results))

@@ -1,0 +1,71 @@
+"""Shared fixtures: small synthetic painting sets made once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pbn_cli.cli import app
+from pbn_cli.synth import synth
+
+
+@pytest.fixture(scope="session")
+def quirky_set(tmp_path_factory) -> Path:
+    """8 artists x 6 small paintings plus every quirk (read-only: copy before changing)."""
+    out = tmp_path_factory.mktemp("quirky")
+    synth(out, artists=8, paintings=6, seed=1, quirks=True, min_size=160, max_size=420)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_set(tmp_path_factory) -> Path:
+    """12 artists x 5 small paintings, no quirks."""
+    out = tmp_path_factory.mktemp("small")
+    synth(out, artists=12, paintings=5, seed=2, min_size=120, max_size=300)
+    return out
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    def _copy(src: Path) -> Path:
+        dst = tmp_path / src.name
+        shutil.copytree(src, dst, symlinks=True)
+        return dst
+
+    return _copy
+
+
+class Pbn:
+    """Runs `pbn` commands in-process against one workspace."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, expect: int | None = 0):
+        result = self.runner.invoke(app, [*map(str, args), "-w", str(self.workspace)])
+        if expect is not None:
+            assert result.exit_code == expect, (result.exit_code, result.output, result.exception)
+        return result
+
+
+@pytest.fixture
+def pbn(tmp_path) -> Pbn:
+    return Pbn(tmp_path / "ws")
+
+
+def pipeline(pbn: Pbn, data: Path, *stages: str) -> None:
+    """Run ingest and the named later stages on ``data``."""
+    pbn("ingest", data / "train_info.csv")
+    for stage in stages:
+        pbn(stage)
+
+
+@pytest.fixture(autouse=True)
+def _no_pbn_env(monkeypatch):
+    monkeypatch.delenv("PBN_WORKSPACE", raising=False)
+    os.environ.setdefault("COLUMNS", "200")
