@@ -268,6 +268,99 @@ def resize(
 
 
 @command
+def train(
+    mode: Annotated[str, typer.Option(help="pair: contrastive loss on pairs; triplet: triplet loss.")] = "triplet",
+    preset: Annotated[str, typer.Option(help="default (GPU, full data), quick (CPU-sized) or reference.")] = "default",
+    run: Annotated[Optional[str], typer.Option(help="Run name (default: mode-backbone-time).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue --run (or the latest run) from its last checkpoint.")] = False,
+    backbone: Annotated[Optional[str], typer.Option(help="reference, resnet18, resnet34 or resnet50.")] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Side of the square views the network sees, px.")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help="Embedding size (a linear head when it differs).")] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings.")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="torchvision ImageNet weights.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="random (the reference's draw) or pk (P artists x K paintings).")] = None,
+    miner: Annotated[Optional[str], typer.Option(help="pk only: all, semihard or batch-hard.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Per process: triplets/pairs (random) or images (pk).")] = None,
+    paintings_per_artist: Annotated[Optional[int], typer.Option("--k", help="K of a P x K batch.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (each: as many samples as training paintings).")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch that passes this budget.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Margin of the mode's loss.")] = None,
+    view: Annotated[Optional[str], typer.Option(help="crop: random crops at cache resolution; resize: whole painting shrunk.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="Short for --device cuda.")] = False,
+    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the network.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Train a Siamese network on the train split; validate on val every epoch.
+
+    One network embeds every branch's images in one batched forward, so the
+    2 (pair) or 3 (triplet) branches share weights. Writes runs/<run>/:
+    config.json, checkpoints/last.pt and best.pt, history.parquet, curves.png.
+    Ctrl-C saves and stops; --resume continues. Several GPUs:
+    torchrun --nproc_per_node=N -m pbn_cli train ...
+
+    Example: pbn train --mode triplet --preset quick
+    """
+    from pbn_cli import console
+    from pbn_cli.training.config import resolve
+    from pbn_cli.training.loop import train as run_training
+
+    overrides = dict(
+        backbone=backbone, input_size=input_size, embedding_dim=embedding_dim, normalize=normalize,
+        pretrained=pretrained, sampler=sampler, miner=miner, batch_size=batch_size,
+        paintings_per_artist=paintings_per_artist, epochs=epochs, max_minutes=max_minutes, lr=lr,
+        view=view, seed=seed, device="cuda" if gpu else device, compile=compile_model,
+    )
+    if margin is not None:
+        overrides["triplet_margin" if mode == "triplet" else "pair_margin"] = margin
+    config = resolve(preset, mode, overrides)
+    ws = _workspace(workspace)
+    with console.progress("train", unit="steps") as bar:
+        summary = run_training(ws, config, run, resume, console.TrainReporter(bar), resume_epochs=epochs if resume else None)
+    console.out.print(
+        f"train: run {summary.run}: {summary.epochs} epochs ({summary.stopped}); best val triplet accuracy "
+        f"{summary.best:.3f}; checkpoints in {ws.runs / summary.run / 'checkpoints'}"
+    )
+
+
+@command
+def eval(
+    run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest trained run).")] = None,
+    split: Annotated[str, typer.Option(help="test (unseen artists), val or train.")] = "test",
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    triplets: Annotated[int, typer.Option(help="Seeded triplets for triplet accuracy.")] = 20_000,
+    group_size: Annotated[int, typer.Option(help="Paintings per group for pair AUC (Kaggle: 1800).")] = 1800,
+    seed: Annotated[int, typer.Option(help="Seed of triplets and groups.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    gpu: Annotated[bool, typer.Option("--gpu", help="Short for --device cuda.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Evaluate a run on artists it never saw: embeddings and metrics of docs/metrics.md.
+
+    Writes runs/<run>/eval/<split>/embeddings.parquet and metrics.json.
+
+    Example: pbn eval --split test
+    """
+    from rich.table import Table
+
+    from pbn_cli import console
+    from pbn_cli.evaluation.evaluate import evaluate
+
+    ws = _workspace(workspace)
+    with console.progress("eval: embedding", unit="paintings") as bar:
+        result = evaluate(ws, run, split, checkpoint, "cuda" if gpu else device, seed, triplets, group_size, *console.callbacks(bar))
+    m = result.metrics
+    table = Table("metric", "value", title=f"run {result.run} on {split} ({m['n_artists']} artists, {m['n_paintings']} paintings)")
+    for name in ("triplet_accuracy", "reference_batch4_accuracy", "pair_auc", "precision_at_1", "map_at_r"):
+        label = name + (" (inflated, for comparison)" if name.startswith("reference") else "")
+        table.add_row(label, f"{m[name]:.4f}")
+    console.out.print(table)
+    console.out.print(f"eval: wrote {result.folder}")
+
+
+@command
 def status(
     workspace: WorkspaceOpt = DEFAULT_WS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

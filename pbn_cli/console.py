@@ -71,3 +71,31 @@ def progress(description: str, unit: str = "") -> Iterator[Bar]:
 
 def callbacks(bar: Bar) -> tuple[Callable[[int], None], Callable[[int], None]]:
     return bar.start, bar.advance
+
+
+class TrainReporter:
+    """Training progress on the terminal: the bar, a line per epoch, messages."""
+
+    def __init__(self, bar: Bar):
+        self.bar = bar
+        self._t0 = None
+
+    def start(self, total: int) -> None:
+        self.bar.start(total)
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(n)
+
+    def info(self, text: str) -> None:
+        self.bar.info(text)
+
+    def message(self, text: str) -> None:
+        err.print(text, highlight=False)
+
+    def epoch(self, row: dict) -> None:
+        err.print(
+            f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val triplet accuracy "
+            f"{row['val_triplet_accuracy']:.3f}, val pair AUC {row['val_pair_auc']:.3f}, "
+            f"{row['images_per_s']:.0f} images/s",
+            highlight=False,
+        )

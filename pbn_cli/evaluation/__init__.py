@@ -1,0 +1,1 @@
+"""Evaluation: embeddings, the metrics of docs/metrics.md, plots and reports."""

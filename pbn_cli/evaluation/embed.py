@@ -1,0 +1,52 @@
+"""Embedding paintings with a trained network: eval mode, no gradients, batched.
+
+When the network sees crops smaller than the cache, a painting's embedding
+is the mean over a fixed grid of crops covering it (then L2-normalised when
+the model normalises), so evaluation sees the whole painting at the same
+resolution the network trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pbn_cli.training.augment import grid_views, views_per_painting
+
+
+@torch.no_grad()
+def embed_images(
+    model: torch.nn.Module,
+    get_images: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    input_size: int,
+    view: str,
+    normalize: bool,
+    device: torch.device,
+    batch_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Float32 embeddings (n, D) of the images ``get_images(indices)`` returns (uint8, N x S x S x 3)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, min(n, start + batch_size))
+            x = torch.from_numpy(np.ascontiguousarray(get_images(idx))).to(device)
+            v = views_per_painting(x.shape[1], input_size, view)
+            views = grid_views(x, input_size, view)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                z = model(views).float()
+            z = z.reshape(len(idx), v, -1).mean(1)
+            if normalize:
+                z = F.normalize(z, dim=1)
+            out.append(z.cpu().numpy().astype(np.float32))
+            if on_progress:
+                on_progress(len(idx))
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -1,0 +1,1 @@
+"""The embedding network: backbones, the embedder, losses and in-batch mining."""

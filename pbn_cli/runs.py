@@ -1,0 +1,74 @@
+"""Training runs in the workspace: names, folders, the latest one."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pbn_cli.errors import InputError
+from pbn_cli.workspace import Workspace
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.json"
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "checkpoints" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "checkpoints" / "best.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.folder / "history.parquet"
+
+    @property
+    def curves(self) -> Path:
+        return self.folder / "curves.png"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / "lock"
+
+    def checkpoint(self, which: str) -> Path:
+        return self.best if which == "best" else self.last
+
+
+def new_name(mode: str, backbone: str) -> str:
+    return f"{mode}-{backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_for(ws: Workspace, name: str) -> Run:
+    if not NAME.match(name):
+        raise InputError(f"run name {name!r}: use letters, digits, '.', '_' and '-' only")
+    return Run(ws.runs / name)
+
+
+def trained_runs(ws: Workspace) -> list[Run]:
+    """Runs with a checkpoint, oldest first (by the time their last checkpoint was written)."""
+    if not ws.runs.is_dir():
+        return []
+    runs = [Run(p) for p in ws.runs.iterdir() if (p / "checkpoints" / "last.pt").exists()]
+    return sorted(runs, key=lambda r: r.last.stat().st_mtime)
+
+
+def latest_run(ws: Workspace) -> Run:
+    runs = trained_runs(ws)
+    if not runs:
+        raise InputError(f"no trained run in {ws.root}; train one with `pbn train`")
+    return runs[-1]

@@ -1,0 +1,1 @@
+"""Training: configuration and presets, data from the cache, augmentation, the loop, checkpoints."""

@@ -1,0 +1,331 @@
+"""The training program: set up, train one epoch at a time, validate, checkpoint.
+
+Read top to bottom: ``train`` prepares the run (device, data, model,
+optimizer, resume), then loops over epochs calling ``train_one_epoch`` and
+``validate``. Rank 0 alone writes; with torchrun every rank trains its
+share of each epoch's batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pbn_cli import locking
+from pbn_cli.atomic import write_text
+from pbn_cli.errors import InputError, PbnError
+from pbn_cli.evaluation import metrics
+from pbn_cli.evaluation.embed import embed_images
+from pbn_cli.evaluation.plots import training_curves
+from pbn_cli.manifest import Record, write_manifest
+from pbn_cli.model.embedder import Embedder
+from pbn_cli.model.losses import ContrastiveLoss, TripletLoss
+from pbn_cli.model.mining import mine_pairs, mine_triplets
+from pbn_cli.runs import Run, latest_run, new_name, run_for
+from pbn_cli.training import checkpoint, distributed
+from pbn_cli.training.augment import random_views
+from pbn_cli.training.config import TrainConfig
+from pbn_cli.training.data import Batch, CacheData, Loader, SplitRows, make_sampler
+from pbn_cli.workspace import Workspace
+
+
+class Reporter:
+    """What the loop tells the person at the terminal (the CLI passes a progress bar)."""
+
+    def start(self, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def info(self, text: str) -> None: ...
+    def epoch(self, row: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(reporter: Reporter):
+    """The first Ctrl-C asks the loop to stop after the current step (and save); a second aborts."""
+    position: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield position
+        return
+
+    def ask(signum, frame):
+        if position.get("stop"):
+            raise KeyboardInterrupt
+        position["stop"] = True
+        reporter.message("stopping after this step and saving (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield position
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--gpu: no CUDA GPU is visible to PyTorch here; train on the CPU with --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: Apple's Metal backend is not available here")
+    return device
+
+
+@dataclass
+class Summary:
+    run: str
+    epochs: int
+    best: float
+    stopped: str
+    history: pd.DataFrame
+
+
+def _losses(config: TrainConfig):
+    if config.mode == "triplet":
+        return TripletLoss(config.triplet_margin)
+    return ContrastiveLoss(config.pair_margin)
+
+
+def batch_loss(config: TrainConfig, loss_fn, emb: torch.Tensor, batch: Batch, device) -> torch.Tensor:
+    """Mean per-sample loss of one batch's embeddings (branch-major for the random sampler)."""
+    if config.sampler == "random":
+        if config.mode == "triplet":
+            a, p, n = emb.reshape(3, -1, emb.shape[1])
+            return loss_fn(a, p, n)
+        x1, x2 = emb.reshape(2, -1, emb.shape[1])
+        return loss_fn(x1, x2, torch.from_numpy(batch.different).to(device))
+    labels = torch.from_numpy(batch.labels).to(device)
+    if config.mode == "triplet":
+        a, p, n = mine_triplets(emb, labels, config.miner, config.triplet_margin)
+        return loss_fn(emb[a], emb[p], emb[n]) if len(a) else emb.sum() * 0.0
+    i, j, different = mine_pairs(emb, labels, config.miner, config.pair_margin)
+    return loss_fn(emb[i], emb[j], different) if len(i) else emb.sum() * 0.0
+
+
+def validate(model, data: CacheData, rows: SplitRows, config: TrainConfig, device) -> dict:
+    """Triplet accuracy and pair AUC on ``rows`` (docs/metrics.md), seeded."""
+    if len(rows) < 3 or len(np.unique(rows.labels)) < 2:
+        return {"val_triplet_accuracy": float("nan"), "val_pair_auc": float("nan")}
+    emb = embed_images(
+        model, lambda idx: data.gather(rows.rows[idx]), len(rows), config.model.input_size,
+        config.view, config.model.normalize, device,
+    )
+    triplets = metrics.sample_triplets(rows.labels, config.val_triplets, config.seed)
+    auc, _, _ = metrics.pair_auc(emb, rows.labels, config.seed)
+    return {"val_triplet_accuracy": metrics.triplet_accuracy(emb, triplets), "val_pair_auc": auc}
+
+
+def _aug_generator(config: TrainConfig, epoch: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((config.seed * 1_000_003 + epoch) * 101 + rank) % (2**63))
+
+
+def train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, start_step, reporter, position):
+    """Train on ``batches`` from ``start_step``; returns (mean loss, images, steps). ``position`` tracks the step."""
+    net.train()
+    total = torch.zeros((), device=device)
+    images = steps = 0
+    shown = 0
+    for step, (batch, x) in enumerate(loader(batches[start_step:]), start=start_step):
+        views = random_views(
+            x, config.model.input_size, config.view, generator, config.hflip, config.vflip,
+            config.rotation, config.translate, config.zoom,
+        )
+        if device.type == "cuda":
+            views = views.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            emb = net(views)
+        loss = batch_loss(config, loss_fn, emb.float(), batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        images += len(batch.images)
+        steps += 1
+        position["step"] = step + 1
+        position["aug_rng"] = generator.get_state()
+        if position.get("stop"):
+            raise KeyboardInterrupt
+        if steps % config.log_every == 0 or step + 1 == len(batches):
+            mean = (total / steps).item()  # the only host sync: every log_every steps
+            if not math.isfinite(mean):
+                raise FloatingPointError(f"step {step + 1}")
+            reporter.advance(steps - shown)
+            reporter.info(f"loss {mean:.4f}")
+            shown = steps
+    mean = (total / max(steps, 1)).item()
+    if not math.isfinite(mean):
+        raise FloatingPointError("the end of the epoch")
+    return mean, images, steps
+
+
+def _optimizer(config: TrainConfig, params):
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(config: TrainConfig, optimizer):
+    if config.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+
+
+def _pick_run(ws: Workspace, config: TrainConfig, name: str | None, resume: bool) -> Run:
+    if resume:
+        run = run_for(ws, name) if name else latest_run(ws)
+        if not run.last.exists():
+            raise InputError(f"run {run.name} has no checkpoint to resume from ({run.last} is missing)")
+        return run
+    run = run_for(ws, name or new_name(config.mode, config.model.backbone))
+    if run.folder.exists() and any(run.folder.iterdir()):
+        raise InputError(f"run {run.name} already exists; continue it with `pbn train --run {run.name} --resume` or pick another --run")
+    return run
+
+
+def train(
+    ws: Workspace,
+    config: TrainConfig,
+    run_name: str | None = None,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    resume_epochs: int | None = None,
+) -> Summary:
+    """Train ``config`` into a new run (or continue ``run_name`` with ``resume``)."""
+    reporter = reporter or Reporter()
+    device = select_device(config.device)
+    dist = distributed.setup(device.type)
+    if dist.active and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        run = _pick_run(ws, config, run_name, resume) if dist.primary else None
+        run = Run(ws.runs / distributed.broadcast_object(dist, run.name if run else None))
+        lock = locking.hold(run.lock, f"run {run.name}") if dist.primary else contextlib.nullcontext()
+        with lock:
+            with _stop_on_ctrl_c(reporter) as position:
+                return _train(ws, config, run, resume, resume_epochs, device, dist, reporter, position)
+    finally:
+        distributed.teardown(dist)
+
+
+def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, device, dist, reporter, position) -> Summary:
+    state = checkpoint.load(run.last) if resume else None
+    if state is not None:
+        config = TrainConfig.from_dict(state["config"])
+        if resume_epochs:
+            config.epochs = resume_epochs
+        config.device = str(device)
+    torch.manual_seed(config.seed + dist.rank)
+    data = CacheData(ws)
+    train_rows, val_rows = data.split("train"), data.split("val")
+    if config.view == "crop" and config.model.input_size > data.size:
+        raise InputError(f"--input-size {config.model.input_size} is larger than the cache's {data.size} px")
+    if len(train_rows) < 2:
+        raise InputError("the train split has fewer than two paintings; run `pbn split` on more data")
+
+    model = Embedder(config.model, load_pretrained=state is None).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(config, model.parameters())
+    scheduler = _scheduler(config, optimizer)
+    start_epoch, start_step, best, history = 0, 0, -math.inf, []
+    aug_state = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, start_step, best = state["epoch"], state["step"], state["best"]
+        history, aug_state = list(state["history"]), state.get("aug_rng")
+        reporter.message(f"resuming run {run.name} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
+    net = model
+    if dist.active:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
+    loss_fn = _losses(config)
+    sampler = make_sampler(config.sampler, train_rows.labels, config.mode, config.batch_size, config.seed, config.paintings_per_artist)
+    loader = Loader(data, train_rows.rows, device)
+    if dist.primary:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        write_text(run.config, json.dumps({**config.to_dict(), "run": run.name, "data": data.fingerprints}, indent=2))
+
+    steps_per_epoch = len(sampler.epoch(0, dist.rank, dist.world))
+    reporter.start(steps_per_epoch * (config.epochs - start_epoch) - start_step)
+    started = time.monotonic()
+    stopped = "finished"
+    position["step"] = start_step
+
+    def snapshot(epoch: int, step: int, aug_rng) -> dict:
+        return {
+            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "best": best,
+            "history": history, "aug_rng": aug_rng,
+            "run": run.name,
+        }
+
+    epoch = start_epoch
+    generator = None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            batches = sampler.epoch(epoch, dist.rank, dist.world)
+            generator = _aug_generator(config, epoch, dist.rank)
+            if aug_state is not None:
+                generator.set_state(aug_state)
+                aug_state = None
+            t0 = time.monotonic()
+            try:
+                loss, images, _ = train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, start_step, reporter, position)
+            except FloatingPointError as where:
+                good = f"{run.last} (after epoch {epoch})" if run.last.exists() else "none was written yet"
+                raise PbnError(
+                    f"the training loss became NaN or infinite at epoch {epoch + 1}, {where}; stopped. "
+                    f"The last good checkpoint is kept: {good}. Try a lower --lr"
+                ) from None
+            start_step = 0
+            seconds = time.monotonic() - t0
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            if dist.primary:
+                row = {"epoch": epoch + 1, "train_loss": loss, **validate(model, data, val_rows, config, device),
+                       "lr": lr, "images_per_s": images * dist.world / seconds, "seconds": seconds}
+                history.append(row)
+                metric = row["val_triplet_accuracy"]
+                improved = math.isnan(metric) or metric > best
+                best = metric if improved and not math.isnan(metric) else best
+                checkpoint.save(run.last, snapshot(epoch + 1, 0, None))
+                if improved:
+                    checkpoint.save(run.best, snapshot(epoch + 1, 0, None))
+                frame = pd.DataFrame(history)
+                write_manifest(run.history, frame, Record("history", {"run": run.name}))
+                training_curves(frame, run.curves, f"{run.name}")
+                reporter.epoch(row)
+            distributed.barrier(dist)
+            if config.max_minutes and (time.monotonic() - started) / 60 > config.max_minutes and epoch + 1 < config.epochs:
+                stopped = f"time budget of {config.max_minutes:g} minutes reached after epoch {epoch + 1}"
+                break
+    except KeyboardInterrupt:
+        if dist.primary and position["step"] > 0:
+            checkpoint.save(run.last, snapshot(epoch, position["step"], position.get("aug_rng")))
+        raise PbnError(
+            f"interrupted; run {run.name} saved at epoch {epoch + 1}, step {position['step']}: "
+            f"continue with `pbn train --run {run.name} --resume`"
+        ) from None
+    return Summary(run.name, len(history), best, stopped, pd.DataFrame(history))
