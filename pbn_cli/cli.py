@@ -271,7 +271,9 @@ def resize(
 def train(
     mode: Annotated[str, typer.Option(help="pair: contrastive loss on pairs; triplet: triplet loss.")] = "triplet",
     preset: Annotated[str, typer.Option(help="default (GPU, full data), quick (CPU-sized) or reference.")] = "default",
-    run: Annotated[Optional[str], typer.Option(help="Run name (default: mode-backbone-time).")] = None,
+    run: Annotated[
+        Optional[str], typer.Option("--run", "--run-name", help="Run name (default: mode-backbone-time); under torchrun write --run-name.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue --run (or the latest run) from its last checkpoint.")] = False,
     backbone: Annotated[Optional[str], typer.Option(help="reference, resnet18, resnet34 or resnet50.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Side of the square views the network sees, px.")] = None,

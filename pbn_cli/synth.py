@@ -88,9 +88,9 @@ def make_hand(rng: np.random.Generator) -> Hand:
         texture=TEXTURES[rng.integers(len(TEXTURES))],
         texture_amount=float(rng.uniform(6, 22)),
         texture_period=float(rng.uniform(0.006, 0.02)),
-        saturation=float(rng.uniform(0.3, 0.8)),
-        value=float(rng.uniform(0.4, 0.85)),
-        palette_spread=float(rng.uniform(0.03, 0.3)),
+        saturation=float(rng.uniform(0.4, 0.7)),
+        value=float(rng.uniform(0.5, 0.75)),
+        palette_spread=float(rng.uniform(0.05, 0.2)),
         jitter=float(rng.uniform(0.03, 0.2)),
     )
 
@@ -138,10 +138,14 @@ def paint(hand: Hand, width: int, height: int, rng: np.random.Generator) -> Imag
     """One painting by ``hand``: a composition of this painting's own hues, then strokes."""
     short = min(width, height)
     base = rng.uniform()
+    # this painting's mood: colour habits vary around the artist's own
+    saturation = float(np.clip(hand.saturation + rng.normal(0, 0.15), 0.1, 0.95))
+    value = float(np.clip(hand.value + rng.normal(0, 0.12), 0.2, 0.95))
+    spread = hand.palette_spread * float(rng.uniform(0.5, 2.0))
     gh, gw = rng.integers(2, 5), rng.integers(2, 5)
-    hue = base + rng.normal(0, hand.palette_spread, (gh, gw))
-    sat = np.clip(rng.normal(hand.saturation, 0.12, (gh, gw)), 0, 1)
-    val = np.clip(rng.normal(hand.value, 0.15, (gh, gw)), 0.05, 1)
+    hue = base + rng.normal(0, spread, (gh, gw))
+    sat = np.clip(rng.normal(saturation, 0.12, (gh, gw)), 0, 1)
+    val = np.clip(rng.normal(value, 0.15, (gh, gw)), 0.05, 1)
     field = Image.fromarray(_hsv_to_rgb(hue, sat, val)).resize((width, height), Image.Resampling.BICUBIC)
     canvas = field.copy()
     draw = ImageDraw.Draw(canvas)
@@ -151,9 +155,9 @@ def paint(hand: Hand, width: int, height: int, rng: np.random.Generator) -> Imag
     ang = hand.angle + rng.uniform(-hand.angle_spread, hand.angle_spread, n) / 2
     under = np.asarray(field)[xy[:, 1].astype(int), xy[:, 0].astype(int)].astype(np.float64) / 255
     mx = under.max(1)
-    hsv_h = base + rng.normal(0, hand.palette_spread, n)
-    hsv_s = np.clip(rng.normal(hand.saturation, hand.jitter, n), 0, 1)
-    hsv_v = np.clip(0.5 * mx + 0.5 * rng.normal(hand.value, hand.jitter, n), 0, 1)
+    hsv_h = base + rng.normal(0, spread, n)
+    hsv_s = np.clip(rng.normal(saturation, hand.jitter, n), 0, 1)
+    hsv_v = np.clip(0.5 * mx + 0.5 * rng.normal(value, hand.jitter, n), 0, 1)
     colours = _hsv_to_rgb(hsv_h, hsv_s, hsv_v)
     lw = max(1, int(round(w)))
     for shape_set in _stroke_shapes(hand, xy, ang, w, ln, rng):

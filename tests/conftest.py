@@ -29,6 +29,36 @@ def small_set(tmp_path_factory) -> Path:
     return out
 
 
+def prepared_workspace(root: Path, artists: int, paintings: int, seed: int, size: int) -> Path:
+    """A workspace with ingest, clean, split and resize done on a fresh synthetic set."""
+    from pbn_cli.stages.clean import clean
+    from pbn_cli.stages.ingest import ingest
+    from pbn_cli.stages.resize import resize
+    from pbn_cli.stages.split import split
+    from pbn_cli.workspace import Workspace
+
+    synth(root / "data", artists=artists, paintings=paintings, seed=seed, min_size=size, max_size=size * 2)
+    ws = Workspace(root / "ws")
+    ingest(ws, root / "data/train_info.csv")
+    clean(ws)
+    split(ws)
+    resize(ws, size=size)
+    return ws.root
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory) -> Path:
+    """16 artists x 6 paintings cached at 64 px (read-only: use ``workspace_copy``)."""
+    return prepared_workspace(tmp_path_factory.mktemp("tiny"), 16, 6, 4, 64)
+
+
+@pytest.fixture
+def workspace_copy(tmp_path, tiny_workspace) -> Path:
+    dst = tmp_path / "ws"
+    shutil.copytree(tiny_workspace, dst)
+    return dst
+
+
 @pytest.fixture
 def copy_of(tmp_path):
     def _copy(src: Path) -> Path:

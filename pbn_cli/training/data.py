@@ -95,6 +95,9 @@ class Sampler:
     def epoch(self, epoch: int, rank: int = 0, world: int = 1) -> list[Batch]:
         rng = np.random.default_rng([self.seed, epoch, 7])
         batches = self._plan(rng)
+        # every rank takes the same number of steps (DDP synchronises each one)
+        usable = max(world, len(batches) // world * world)
+        batches = (batches * world)[:usable] if len(batches) < world else batches[:usable]
         return batches[rank::world]
 
     def _plan(self, rng: np.random.Generator) -> list[Batch]:

@@ -138,13 +138,19 @@ def _aug_generator(config: TrainConfig, epoch: int, rank: int) -> torch.Generato
     return torch.Generator().manual_seed(((config.seed * 1_000_003 + epoch) * 101 + rank) % (2**63))
 
 
-def train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, start_step, reporter, position):
-    """Train on ``batches`` from ``start_step``; returns (mean loss, images, steps). ``position`` tracks the step."""
+def train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, reporter, position):
+    """Train on ``batches`` from ``position["step"]``; returns (mean loss, images).
+
+    ``position`` carries the step reached, the loss summed so far and the
+    augmentation generator's state, so an interrupted epoch can be saved and
+    finished later with exactly the same result.
+    """
     net.train()
-    total = torch.zeros((), device=device)
-    images = steps = 0
-    shown = 0
-    for step, (batch, x) in enumerate(loader(batches[start_step:]), start=start_step):
+    start = position.get("step", 0)
+    total = torch.as_tensor(position.get("loss_sum", 0.0), dtype=torch.float64, device=device)
+    images = position.get("images", 0)
+    shown = start
+    for step, (batch, x) in enumerate(loader(batches[start:]), start=start):
         views = random_views(
             x, config.model.input_size, config.view, generator, config.hflip, config.vflip,
             config.rotation, config.translate, config.zoom,
@@ -159,22 +165,20 @@ def train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, ge
         optimizer.step()
         total += loss.detach()
         images += len(batch.images)
-        steps += 1
-        position["step"] = step + 1
-        position["aug_rng"] = generator.get_state()
+        position.update(step=step + 1, images=images, aug_rng=generator.get_state())
+        if (step + 1) % config.log_every == 0 or step + 1 == len(batches) or position.get("stop"):
+            position["loss_sum"] = total.item()  # the only host sync: every log_every steps
+            if not math.isfinite(position["loss_sum"]):
+                raise FloatingPointError(f"step {step + 1}")
+            reporter.advance(step + 1 - shown)
+            reporter.info(f"loss {position['loss_sum'] / (step + 1):.4f}")
+            shown = step + 1
         if position.get("stop"):
             raise KeyboardInterrupt
-        if steps % config.log_every == 0 or step + 1 == len(batches):
-            mean = (total / steps).item()  # the only host sync: every log_every steps
-            if not math.isfinite(mean):
-                raise FloatingPointError(f"step {step + 1}")
-            reporter.advance(steps - shown)
-            reporter.info(f"loss {mean:.4f}")
-            shown = steps
-    mean = (total / max(steps, 1)).item()
+    mean = total.item() / max(len(batches), 1)
     if not math.isfinite(mean):
         raise FloatingPointError("the end of the epoch")
-    return mean, images, steps
+    return mean, images
 
 
 def _optimizer(config: TrainConfig, params):
@@ -252,6 +256,8 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            scheduler.T_max = config.epochs  # --epochs may extend a resumed run
         start_epoch, start_step, best = state["epoch"], state["step"], state["best"]
         history, aug_state = list(state["history"]), state.get("aug_rng")
         reporter.message(f"resuming run {run.name} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
@@ -271,10 +277,11 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
     reporter.start(steps_per_epoch * (config.epochs - start_epoch) - start_step)
     started = time.monotonic()
     stopped = "finished"
-    position["step"] = start_step
+    position.update(step=start_step, loss_sum=state.get("loss_sum", 0.0) if state else 0.0, images=state.get("images", 0) if state else 0)
 
-    def snapshot(epoch: int, step: int, aug_rng) -> dict:
+    def snapshot(epoch: int, step: int, aug_rng, loss_sum: float = 0.0, images: int = 0) -> dict:
         return {
+            "loss_sum": loss_sum, "images": images,
             "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "best": best,
             "history": history, "aug_rng": aug_rng,
@@ -292,14 +299,14 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
                 aug_state = None
             t0 = time.monotonic()
             try:
-                loss, images, _ = train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, start_step, reporter, position)
+                loss, images = train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, reporter, position)
             except FloatingPointError as where:
                 good = f"{run.last} (after epoch {epoch})" if run.last.exists() else "none was written yet"
                 raise PbnError(
                     f"the training loss became NaN or infinite at epoch {epoch + 1}, {where}; stopped. "
                     f"The last good checkpoint is kept: {good}. Try a lower --lr"
                 ) from None
-            start_step = 0
+            position.update(step=0, loss_sum=0.0, images=0)
             seconds = time.monotonic() - t0
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
@@ -323,7 +330,7 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
                 break
     except KeyboardInterrupt:
         if dist.primary and position["step"] > 0:
-            checkpoint.save(run.last, snapshot(epoch, position["step"], position.get("aug_rng")))
+            checkpoint.save(run.last, snapshot(epoch, position["step"], position.get("aug_rng"), position["loss_sum"], position["images"]))
         raise PbnError(
             f"interrupted; run {run.name} saved at epoch {epoch + 1}, step {position['step']}: "
             f"continue with `pbn train --run {run.name} --resume`"
