@@ -52,6 +52,10 @@ WorkersOpt = Annotated[
     Optional[int], typer.Option("--workers", min=1, help="Processes to use (default: all cores).")
 ]
 DEFAULT_WS = Path("workspace")
+METRIC_NAMES = (
+    "triplet_accuracy", "reference_batch4_accuracy", "pair_auc", "precision_at_1", "map_at_r",
+    "verification_accuracy", "eer",
+)
 
 
 def _version(value: bool) -> None:
@@ -275,7 +279,7 @@ def train(
         Optional[str], typer.Option("--run", "--run-name", help="Run name (default: mode-backbone-time); under torchrun write --run-name.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue --run (or the latest run) from its last checkpoint.")] = False,
-    backbone: Annotated[Optional[str], typer.Option(help="reference, resnet18, resnet34 or resnet50.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="reference, compact, resnet18, resnet34 or resnet50.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Side of the square views the network sees, px.")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help="Embedding size (a linear head when it differs).")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings.")] = None,
@@ -332,6 +336,9 @@ def eval(
     run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest trained run).")] = None,
     split: Annotated[str, typer.Option(help="test (unseen artists), val or train.")] = "test",
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    baseline: Annotated[
+        Optional[str], typer.Option(help="Instead of a run: a descriptor that learns nothing (color-hist).")
+    ] = None,
     triplets: Annotated[int, typer.Option(help="Seeded triplets for triplet accuracy.")] = 20_000,
     group_size: Annotated[int, typer.Option(help="Paintings per group for pair AUC (Kaggle: 1800).")] = 1800,
     seed: Annotated[int, typer.Option(help="Seed of triplets and groups.")] = 0,
@@ -341,24 +348,41 @@ def eval(
 ) -> None:
     """Evaluate a run on artists it never saw: embeddings and metrics of docs/metrics.md.
 
-    Writes runs/<run>/eval/<split>/embeddings.parquet and metrics.json.
+    Writes runs/<run>/eval/<split>/embeddings.parquet and metrics.json
+    (--baseline color-hist: baselines/color-hist/<split>/), and shows the
+    colour-histogram baseline beside the run once it has been computed.
 
     Example: pbn eval --split test
     """
     from rich.table import Table
 
     from pbn_cli import console
-    from pbn_cli.evaluation.evaluate import evaluate
+    from pbn_cli.evaluation.evaluate import baseline_metrics, evaluate, evaluate_baseline
 
     ws = _workspace(workspace)
     with console.progress("eval: embedding", unit="paintings") as bar:
-        result = evaluate(ws, run, split, checkpoint, "cuda" if gpu else device, seed, triplets, group_size, *console.callbacks(bar))
+        if baseline:
+            result = evaluate_baseline(ws, baseline, split, seed, triplets, group_size, *console.callbacks(bar))
+        else:
+            result = evaluate(ws, run, split, checkpoint, "cuda" if gpu else device, seed, triplets, group_size, *console.callbacks(bar))
     m = result.metrics
-    table = Table("metric", "value", title=f"run {result.run} on {split} ({m['n_artists']} artists, {m['n_paintings']} paintings)")
-    for name in ("triplet_accuracy", "reference_batch4_accuracy", "pair_auc", "precision_at_1", "map_at_r"):
+    base = None if baseline else baseline_metrics(ws, split)
+    what = f"baseline {result.run}" if baseline else f"run {result.run}"
+    table = Table("metric", what, title=f"{split}: {m['n_artists']} artists, {m['n_paintings']} paintings")
+    if base:
+        table.add_column("color-hist baseline")
+    def cell(figures: dict, name: str) -> str:
+        lo, hi = figures.get(f"{name}_ci", (float("nan"), float("nan")))
+        return f"{figures[name]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    for name in METRIC_NAMES:
         label = name + (" (inflated, for comparison)" if name.startswith("reference") else "")
-        table.add_row(label, f"{m[name]:.4f}")
+        table.add_row(label, cell(m, name), *([cell(base, name)] if base else []))
     console.out.print(table)
+    console.out.print(
+        f"figures [95% interval, bootstrap over artists]; {m['n_triplets']} triplets, {m['n_pairs']} pairs in "
+        f"{m['n_groups']} groups, threshold {m['threshold']:.3f}" + ("" if baseline else f" (fitted on {m['calibration_fitted_on']})")
+    )
     console.out.print(f"eval: wrote {result.folder}")
 
 

@@ -97,28 +97,40 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def pair_scores(emb: np.ndarray, artists, seed: int, group_size: int = 1800):
-    """(-distance, same-artist label) of every within-group pair, and the number of groups."""
+    """Every within-group pair: (-distance, same-artist label, i, j), and the number of groups."""
     codes, _ = _codes(artists)
     groups = pair_groups(len(codes), seed, group_size)
-    scores, labels = [], []
+    scores, labels, first, second = [], [], [], []
     for g in groups:
         d = distances(emb[g], emb[g])
         iu = np.triu_indices(len(g), 1)
         scores.append(-d[iu])
         labels.append(codes[g][iu[0]] == codes[g][iu[1]])
+        first.append(g[iu[0]])
+        second.append(g[iu[1]])
     if not scores:
-        return np.zeros(0), np.zeros(0, dtype=bool), 0
-    return np.concatenate(scores), np.concatenate(labels), len(groups)
+        empty = np.zeros(0, dtype=np.int64)
+        return np.zeros(0), np.zeros(0, dtype=bool), empty, empty, 0
+    cat = np.concatenate
+    return cat(scores), cat(labels), cat(first), cat(second), len(groups)
 
 
 def pair_auc(emb: np.ndarray, artists, seed: int, group_size: int = 1800) -> tuple[float, int, int]:
     """ROC AUC of -distance for "same artist" over all within-group pairs; (auc, n_pairs, n_groups)."""
-    s, y, n_groups = pair_scores(emb, artists, seed, group_size)
+    s, y, _, _, n_groups = pair_scores(emb, artists, seed, group_size)
     return auc(s, y), len(s), n_groups
 
 
 def retrieval(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[float, float, int]:
-    """Leave-one-out precision@1 and MAP@R (Musgrave et al. 2020); (p@1, map@r, n_queries).
+    """Leave-one-out precision@1 and MAP@R (Musgrave et al. 2020); (p@1, map@r, n_queries)."""
+    queries, p1, ap = retrieval_per_query(emb, artists, chunk)
+    if len(queries) == 0:
+        return float("nan"), float("nan"), 0
+    return float(p1.mean()), float(ap.mean()), len(queries)
+
+
+def retrieval_per_query(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(queries, precision@1 of each, average precision at R of each).
 
     Queries whose artist has one painting are skipped. R is the number of
     other paintings by the query's artist.
@@ -127,7 +139,7 @@ def retrieval(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[float, float
     r_all = counts[codes] - 1
     queries = np.flatnonzero(r_all >= 1)
     if len(queries) == 0:
-        return float("nan"), float("nan"), 0
+        return queries, np.zeros(0), np.zeros(0)
     max_r = int(r_all.max())
     p1, ap = [], []
     for start in range(0, len(queries), chunk):
@@ -147,4 +159,4 @@ def retrieval(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[float, float
         hits = np.cumsum(rel & within, 1)
         prec = hits / np.arange(1, k + 1)[None, :]
         ap.append((prec * (rel & within)).sum(1) / r)
-    return float(np.concatenate(p1).mean()), float(np.concatenate(ap).mean()), len(queries)
+    return queries, np.concatenate(p1).astype(np.float64), np.concatenate(ap)

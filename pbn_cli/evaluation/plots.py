@@ -40,3 +40,108 @@ def training_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
     right.legend(loc="lower right")
     fig.suptitle(title)
     save_figure(fig, path)
+
+
+def roc_curve(scores, same, auc: float, path: Path) -> None:
+    """ROC of -distance for "same artist"."""
+    import numpy as np
+
+    plt = _pyplot()
+    order = np.argsort(-scores, kind="stable")
+    y = same[order]
+    tpr = np.r_[0, np.cumsum(y) / max(y.sum(), 1)]
+    fpr = np.r_[0, np.cumsum(~y) / max((~y).sum(), 1)]
+    step = max(1, len(tpr) // 5000)  # a few thousand points draw the same curve
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot(fpr[::step], tpr[::step], color="tab:blue", label=f"AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="chance")
+    ax.set(xlabel="false positive rate (different artists called same)", ylabel="true positive rate", title="ROC, pairs within groups")
+    ax.legend(loc="lower right")
+    save_figure(fig, path)
+
+
+def distance_histograms(d, same, threshold: float, path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    bins = np.linspace(0, float(np.percentile(d, 99.5)) * 1.05 + 1e-9, 60)
+    ax.hist(d[~same], bins=bins, density=True, alpha=0.6, color="tab:red", label=f"different artists ({(~same).sum():,})")
+    ax.hist(d[same], bins=bins, density=True, alpha=0.6, color="tab:green", label=f"same artist ({same.sum():,})")
+    ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="distance between embeddings", ylabel="density", title="distances of pairs on unseen artists")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def triplet_sheet(images, artists, triplets, dp, dn, path: Path, title: str) -> None:
+    """Rows of anchor, positive, negative thumbnails; distances in the titles; green when right."""
+    plt = _pyplot()
+    n = len(triplets)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.3 * n), squeeze=False)
+    for r, (t, a, b) in enumerate(zip(triplets, dp, dn)):
+        ok = a < b
+        for c, (idx, label) in enumerate(zip(t, ("anchor", f"positive d={a:.3f}", f"negative d={b:.3f}"))):
+            ax = axes[r, c]
+            ax.imshow(images[idx])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{label}\n{_short(artists[idx])}", fontsize=8)
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if ok else "tab:red")
+                spine.set_linewidth(3)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.3 * n)))
+    save_figure(fig, path)
+
+
+def pair_sheet(images, artists, pairs, dists, path: Path, title: str) -> None:
+    """Rows of two thumbnails with their distance."""
+    plt = _pyplot()
+    n = max(1, len(pairs))
+    fig, axes = plt.subplots(n, 2, figsize=(4.6, 2.3 * n), squeeze=False)
+    for r, ((i, j), d) in enumerate(zip(pairs, dists)):
+        for c, idx in enumerate((i, j)):
+            ax = axes[r, c]
+            ax.imshow(images[idx])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{_short(artists[idx])}" + (f"\nd={d:.3f}" if c == 0 else "\n"), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.3 * n)))
+    save_figure(fig, path)
+
+
+def embedding_map(emb, artists, path: Path, max_artists: int = 30, seed: int = 0) -> str:
+    """A 2-D map of the embeddings coloured by artist (t-SNE with scikit-learn, else PCA); returns the method."""
+    import numpy as np
+
+    plt = _pyplot()
+    names, counts = np.unique(np.asarray(artists, dtype=str), return_counts=True)
+    keep_names = names[np.argsort(-counts, kind="stable")][:max_artists]
+    keep = np.isin(np.asarray(artists, dtype=str), keep_names)
+    x = emb[keep].astype(np.float64)
+    labels = np.asarray(artists, dtype=str)[keep]
+    try:
+        from sklearn.manifold import TSNE
+
+        xy = TSNE(2, perplexity=min(30, max(2, len(x) // 4)), random_state=seed, init="pca").fit_transform(x)
+        method = "t-SNE"
+    except ImportError:
+        x = x - x.mean(0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T
+        method = "PCA"
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    cmap = plt.get_cmap("tab20" if len(keep_names) <= 20 else "gist_ncar")
+    for k, name in enumerate(keep_names):
+        sel = labels == name
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(k / max(1, len(keep_names) - 1) if len(keep_names) > 20 else k), label=_short(name, 18))
+    ax.set(xticks=[], yticks=[], title=f"{method} of the embeddings, {len(keep_names)} artists")
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    save_figure(fig, path)
+    return method
+
+
+def _short(name: str, n: int = 24) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"

@@ -18,7 +18,7 @@ from pbn_cli.model.backbones import create_backbone
 
 @dataclass
 class ModelConfig:
-    backbone: str = "reference"  # reference | resnet18 | resnet34 | resnet50
+    backbone: str = "reference"  # reference | compact | resnet18 | resnet34 | resnet50
     input_size: int = 256  # side of the square crops the network sees
     embedding_dim: int | None = None  # None: the backbone's own features
     normalize: bool = True  # L2-normalise embeddings (the reference did not)

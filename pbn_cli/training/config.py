@@ -71,9 +71,9 @@ PRESETS: dict[str, dict] = {
         view="resize", hflip=0.5, vflip=0.5, rotation=180.0, translate=0.2, zoom=1.2,
     ),
     "quick": dict(
-        model=dict(backbone="reference", input_size=96, embedding_dim=128, normalize=True, pretrained=False),
-        sampler="pk", miner="semihard", batch_size=32, paintings_per_artist=4, epochs=40, max_minutes=None,
-        optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
+        model=dict(backbone="compact", input_size=96, embedding_dim=128, normalize=True, pretrained=False),
+        sampler="pk", miner="all", batch_size=32, paintings_per_artist=4, epochs=40, max_minutes=None,
+        optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
         view="crop", hflip=0.0, vflip=0.0, rotation=0.0, translate=0.0, zoom=1.0,
     ),
     "default": dict(

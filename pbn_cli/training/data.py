@@ -180,7 +180,10 @@ class Loader:
         result: dict = {}
 
         def fetch(i: int) -> None:
-            result[i] = self._host(batches[i])
+            try:
+                result[i] = self._host(batches[i])
+            except BaseException as err:  # re-raised in the training thread
+                result[i] = err
 
         thread = None
         if batches:
@@ -189,6 +192,8 @@ class Loader:
             if thread is not None:
                 thread.join()
             host = result.pop(i)
+            if isinstance(host, BaseException):
+                raise host
             if i + 1 < len(batches):
                 thread = threading.Thread(target=fetch, args=(i + 1,), daemon=True)
                 thread.start()

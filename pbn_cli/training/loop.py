@@ -220,8 +220,16 @@ def train(
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     try:
-        run = _pick_run(ws, config, run_name, resume) if dist.primary else None
-        run = Run(ws.runs / distributed.broadcast_object(dist, run.name if run else None))
+        picked: tuple[str, str] = ("", "")
+        if dist.primary:
+            try:
+                picked = ("ok", _pick_run(ws, config, run_name, resume).name)
+            except InputError as err:
+                picked = ("error", str(err))
+        status, value = distributed.broadcast_object(dist, picked)
+        if status == "error":
+            raise InputError(value)
+        run = Run(ws.runs / value)
         lock = locking.hold(run.lock, f"run {run.name}") if dist.primary else contextlib.nullcontext()
         with lock:
             with _stop_on_ctrl_c(reporter) as position:

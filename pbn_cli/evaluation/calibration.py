@@ -1,0 +1,114 @@
+"""Verdicts: a distance threshold and a calibrated same-artist probability.
+
+Fitted on balanced pairs (as many same-artist as different-artist pairs) of
+the ``val`` split: the threshold of best accuracy, and a logistic (Platt)
+map p(same | d) = 1 / (1 + exp(a·d + b)), which at even odds is the
+probability a person reads. Reported on the evaluated split as balanced
+accuracy at that threshold and the equal error rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pbn_cli.evaluation.metrics import _codes, row_distances
+
+
+def balanced_pairs(artists, seed: int, max_pairs: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, same): up to ``max_pairs`` same-artist pairs and as many different-artist ones."""
+    codes, counts = _codes(artists)
+    rng = np.random.default_rng(seed)
+    same_i, same_j = [], []
+    for c in np.flatnonzero(counts >= 2):
+        members = np.flatnonzero(codes == c)
+        iu = np.triu_indices(len(members), 1)
+        same_i.append(members[iu[0]])
+        same_j.append(members[iu[1]])
+    if not same_i or len(counts) < 2:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0, bool)
+    si, sj = np.concatenate(same_i), np.concatenate(same_j)
+    if len(si) > max_pairs:
+        keep = rng.choice(len(si), max_pairs, replace=False)
+        si, sj = si[keep], sj[keep]
+    n = len(si)
+    di = rng.integers(len(codes), size=4 * n)
+    dj = rng.integers(len(codes), size=4 * n)
+    ok = codes[di] != codes[dj]
+    di, dj = di[ok][:n], dj[ok][:n]
+    i = np.concatenate([si, di])
+    j = np.concatenate([sj, dj])
+    same = np.concatenate([np.ones(len(si), bool), np.zeros(len(di), bool)])
+    return i, j, same
+
+
+def best_threshold(d: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """The threshold t (same artist when d <= t) of best balanced accuracy, and that accuracy."""
+    order = np.argsort(d, kind="stable")
+    ds, ys = d[order], same[order]
+    n_pos, n_neg = ys.sum(), (~ys).sum()
+    tp = np.cumsum(ys)  # same-artist pairs at or below each cut
+    fp = np.cumsum(~ys)
+    last = np.r_[ds[1:] != ds[:-1], True]  # cut only between distinct distances
+    bal = 0.5 * (tp / n_pos + (n_neg - fp) / n_neg)
+    bal = np.where(last, bal, -1)
+    k = int(np.argmax(bal))
+    if bal[k] < 0.5:  # never better than calling everything "different"
+        return float(ds[0]) - 1e-9, 0.5
+    t = (ds[k] + ds[k + 1]) / 2 if k + 1 < len(ds) else ds[k]
+    return float(t), float(bal[k])
+
+
+def fit_platt(d: np.ndarray, same: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """(a, b) of p(same | d) = 1 / (1 + exp(a·d + b)) by Newton's method (with a tiny ridge)."""
+    x = np.stack([d, np.ones_like(d)], 1).astype(np.float64)
+    y = same.astype(np.float64)
+    w = np.zeros(2)
+    for _ in range(iterations):
+        z = np.clip(x @ w, -50, 50)
+        p = 1 / (1 + np.exp(z))  # probability of "same"
+        grad = x.T @ (y - p)  # gradient of the negative log-likelihood (p falls as z rises)
+        h = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(h, grad)
+        w = w - step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def probability(d, a: float, b: float) -> np.ndarray:
+    return 1 / (1 + np.exp(np.clip(a * np.asarray(d, dtype=np.float64) + b, -50, 50)))
+
+
+def fit(emb: np.ndarray, artists, seed: int) -> dict:
+    """Threshold and Platt map fitted on balanced pairs of ``emb``; {} when there are no pairs."""
+    i, j, same = balanced_pairs(artists, seed)
+    if len(i) == 0:
+        return {}
+    d = row_distances(emb[i], emb[j])
+    threshold, accuracy = best_threshold(d, same)
+    a, b = fit_platt(d, same)
+    return {"threshold": threshold, "platt_a": a, "platt_b": b, "fit_accuracy": accuracy, "fit_pairs": int(len(i))}
+
+
+def equal_error_rate(d: np.ndarray, same: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """EER of distances (small = same): where the false accept and false reject rates meet."""
+    order = np.argsort(d, kind="stable")
+    ys = same[order]
+    w = np.ones(len(d)) if weights is None else weights[order]
+    wp, wn = np.where(ys, w, 0.0), np.where(~ys, w, 0.0)
+    if wp.sum() <= 0 or wn.sum() <= 0:
+        return float("nan")
+    frr = 1 - np.cumsum(wp) / wp.sum()  # same pairs above the cut
+    far = np.cumsum(wn) / wn.sum()  # different pairs at or below the cut
+    k = int(np.argmin(np.abs(frr - far)))
+    return float((frr[k] + far[k]) / 2)
+
+
+def balanced_accuracy(d: np.ndarray, same: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> float:
+    """Mean of the same-artist and different-artist accuracies at ``threshold`` (optionally weighted)."""
+    pred = d <= threshold
+    w = np.ones(len(d)) if weights is None else weights
+    pos, neg = w[same].sum(), w[~same].sum()
+    if pos <= 0 or neg <= 0:
+        return float("nan")
+    return float(0.5 * (w[same & pred].sum() / pos + w[~same & ~pred].sum() / neg))
