@@ -45,12 +45,12 @@ def best_threshold(d: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """The threshold t (same artist when d <= t) of best balanced accuracy, and that accuracy."""
     order = np.argsort(d, kind="stable")
     ds, ys = d[order], same[order]
+    del order
     n_pos, n_neg = ys.sum(), (~ys).sum()
-    tp = np.cumsum(ys)  # same-artist pairs at or below each cut
-    fp = np.cumsum(~ys)
-    last = np.r_[ds[1:] != ds[:-1], True]  # cut only between distinct distances
-    bal = 0.5 * (tp / n_pos + (n_neg - fp) / n_neg)
-    bal = np.where(last, bal, -1)
+    tp = np.cumsum(ys, dtype=np.int64)  # same-artist pairs at or below each cut
+    bal = (0.5 / n_pos) * tp + (0.5 / n_neg) * (n_neg - (np.arange(1, len(ys) + 1) - tp))
+    del tp
+    bal[:-1][ds[1:] == ds[:-1]] = -1  # cut only between distinct distances
     k = int(np.argmax(bal))
     if bal[k] < 0.5:  # never better than calling everything "different"
         return float(ds[0]) - 1e-9, 0.5
@@ -94,21 +94,31 @@ def equal_error_rate(d: np.ndarray, same: np.ndarray, weights: np.ndarray | None
     """EER of distances (small = same): where the false accept and false reject rates meet."""
     order = np.argsort(d, kind="stable")
     ys = same[order]
-    w = np.ones(len(d)) if weights is None else weights[order]
-    wp, wn = np.where(ys, w, 0.0), np.where(~ys, w, 0.0)
-    if wp.sum() <= 0 or wn.sum() <= 0:
+    if weights is None:
+        pos_cum = np.cumsum(ys, dtype=np.int64)
+        neg_cum = np.arange(1, len(ys) + 1) - pos_cum
+    else:
+        w = weights[order]
+        pos_cum = np.cumsum(np.where(ys, w, 0.0))
+        neg_cum = np.cumsum(np.where(ys, 0.0, w))
+    del order
+    n_pos, n_neg = (pos_cum[-1], neg_cum[-1]) if len(ys) else (0, 0)
+    if n_pos <= 0 or n_neg <= 0:
         return float("nan")
-    frr = 1 - np.cumsum(wp) / wp.sum()  # same pairs above the cut
-    far = np.cumsum(wn) / wn.sum()  # different pairs at or below the cut
-    k = int(np.argmin(np.abs(frr - far)))
-    return float((frr[k] + far[k]) / 2)
+    gap = np.abs((1 - pos_cum / n_pos) - neg_cum / n_neg)  # false rejects minus false accepts
+    k = int(np.argmin(gap))
+    return float(((1 - pos_cum[k] / n_pos) + neg_cum[k] / n_neg) / 2)
 
 
 def balanced_accuracy(d: np.ndarray, same: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> float:
     """Mean of the same-artist and different-artist accuracies at ``threshold`` (optionally weighted)."""
     pred = d <= threshold
-    w = np.ones(len(d)) if weights is None else weights
-    pos, neg = w[same].sum(), w[~same].sum()
+    if weights is None:
+        pos, neg = same.sum(), (~same).sum()
+        if pos == 0 or neg == 0:
+            return float("nan")
+        return float(0.5 * ((same & pred).sum() / pos + (~same & ~pred).sum() / neg))
+    pos, neg = weights[same].sum(), weights[~same].sum()
     if pos <= 0 or neg <= 0:
         return float("nan")
-    return float(0.5 * (w[same & pred].sum() / pos + w[~same & ~pred].sum() / neg))
+    return float(0.5 * (weights[same & pred].sum() / pos + weights[~same & ~pred].sum() / neg))

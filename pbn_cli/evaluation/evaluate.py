@@ -73,25 +73,26 @@ def compute_metrics(
     out["reference_batch4_accuracy_ci"] = bootstrap.interval((batch_w * b4).sum(1) / np.maximum(batch_w.sum(1), 1e-12))
 
     scores, same, pi, pj, n_groups = metrics.pair_scores(emb, artists, seed, group_size)
-    out["pair_auc"] = metrics.auc(scores, same)
+    out["pair_auc"] = metrics.auc(scores, same)  # the figure uses every pair
     rng = np.random.default_rng([seed, 5])
-    sub = rng.choice(len(scores), max_bootstrap_pairs, replace=False) if len(scores) > max_bootstrap_pairs else slice(None)
+    sub = np.unique(rng.integers(len(scores), size=max_bootstrap_pairs)) if len(scores) > max_bootstrap_pairs else slice(None)
     s_sub, y_sub, ci, cj = scores[sub], same[sub], codes[pi[sub]], codes[pj[sub]]
     order = np.argsort(-s_sub, kind="stable")  # ascending distance
     d_sorted, y_sorted, ci, cj = -s_sub[order], y_sub[order], ci[order], cj[order]
     aucs, accs, eers = [], [], []
+    distance = -scores
+    del scores
     if threshold is None:
-        threshold, _ = calibration.best_threshold(-scores, same)
-    pred = d_sorted <= threshold
+        threshold, _ = calibration.best_threshold(distance, same)
     for r in range(replicates):
         pw = w[r, ci] * w[r, cj]
         aucs.append(bootstrap.weighted_auc(-d_sorted, y_sorted, pw))
         accs.append(calibration.balanced_accuracy(d_sorted, y_sorted, threshold, pw))
         eers.append(calibration.equal_error_rate(d_sorted, y_sorted, pw))
     out["pair_auc_ci"] = bootstrap.interval(np.array(aucs))
-    out["verification_accuracy"] = calibration.balanced_accuracy(-scores, same, threshold)
+    out["verification_accuracy"] = calibration.balanced_accuracy(distance, same, threshold)
     out["verification_accuracy_ci"] = bootstrap.interval(np.array(accs))
-    out["eer"] = calibration.equal_error_rate(-scores, same)
+    out["eer"] = calibration.equal_error_rate(distance, same)
     out["eer_ci"] = bootstrap.interval(np.array(eers))
     out["threshold"] = float(threshold)
 
@@ -101,7 +102,7 @@ def compute_metrics(
     out["map_at_r"] = float(ap.mean()) if len(queries) else float("nan")
     out["map_at_r_ci"] = bootstrap.interval(bootstrap.weighted_mean(ap, codes[queries], w))
     out.update(
-        n_paintings=int(len(emb)), n_artists=n_artists, n_triplets=int(len(triplets)), n_pairs=int(len(scores)),
+        n_paintings=int(len(emb)), n_artists=n_artists, n_triplets=int(len(triplets)), n_pairs=int(len(distance)),
         n_groups=int(n_groups), n_queries=int(len(queries)), bootstrap_replicates=replicates, seed=seed,
     )
     return out

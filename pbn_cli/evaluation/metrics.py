@@ -104,10 +104,10 @@ def pair_scores(emb: np.ndarray, artists, seed: int, group_size: int = 1800):
     for g in groups:
         d = distances(emb[g], emb[g])
         iu = np.triu_indices(len(g), 1)
-        scores.append(-d[iu])
+        scores.append((-d[iu]).astype(np.float32))  # float32 and int32: 22M pairs fit in little memory
         labels.append(codes[g][iu[0]] == codes[g][iu[1]])
-        first.append(g[iu[0]])
-        second.append(g[iu[1]])
+        first.append(g[iu[0]].astype(np.int32))
+        second.append(g[iu[1]].astype(np.int32))
     if not scores:
         empty = np.zeros(0, dtype=np.int64)
         return np.zeros(0), np.zeros(0, dtype=bool), empty, empty, 0
@@ -121,7 +121,7 @@ def pair_auc(emb: np.ndarray, artists, seed: int, group_size: int = 1800) -> tup
     return auc(s, y), len(s), n_groups
 
 
-def retrieval(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[float, float, int]:
+def retrieval(emb: np.ndarray, artists, chunk: int = 512) -> tuple[float, float, int]:
     """Leave-one-out precision@1 and MAP@R (Musgrave et al. 2020); (p@1, map@r, n_queries)."""
     queries, p1, ap = retrieval_per_query(emb, artists, chunk)
     if len(queries) == 0:
@@ -129,7 +129,7 @@ def retrieval(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[float, float
     return float(p1.mean()), float(ap.mean()), len(queries)
 
 
-def retrieval_per_query(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def retrieval_per_query(emb: np.ndarray, artists, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(queries, precision@1 of each, average precision at R of each).
 
     Queries whose artist has one painting are skipped. R is the number of
@@ -142,9 +142,16 @@ def retrieval_per_query(emb: np.ndarray, artists, chunk: int = 1024) -> tuple[np
         return queries, np.zeros(0), np.zeros(0)
     max_r = int(r_all.max())
     p1, ap = [], []
+    e = emb.astype(np.float64)  # once, not per chunk
+    sq = (e * e).sum(1)
     for start in range(0, len(queries), chunk):
         q = queries[start : start + chunk]
-        d = distances(emb[q], emb)
+        d = e[q] @ e.T
+        d *= -2.0
+        d += sq[q][:, None]
+        d += sq[None, :]
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
         d[np.arange(len(q)), q] = np.inf
         k = min(max_r, d.shape[1] - 1)
         part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.argsort(d, 1)[:, :k]
