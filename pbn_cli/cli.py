@@ -381,7 +381,7 @@ def eval(
     console.out.print(table)
     console.out.print(
         f"figures [95% interval, bootstrap over artists]; {m['n_triplets']} triplets, {m['n_pairs']} pairs in "
-        f"{m['n_groups']} groups, threshold {m['threshold']:.3f}" + ("" if baseline else f" (fitted on {m['calibration_fitted_on']})")
+        f"{m['n_groups']} groups, threshold {m['threshold']:.3f} (fitted on {m['calibration_fitted_on']})"
     )
     console.out.print(f"eval: wrote {result.folder}")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pbn_cli.model.losses import ContrastiveLoss, TripletLoss
-from pbn_cli.model.mining import mine_pairs, mine_triplets
+from pbn_cli.model.mining import mined_pair_loss, mined_triplet_loss
 
 
 def test_contrastive_hand_computed():
@@ -52,37 +52,52 @@ def _batch():
     return emb, labels
 
 
+def _naive_triplets(emb, labels, keep):
+    d = torch.cdist(emb.double(), emb.double()).tolist()
+    losses = []
+    for a, p, n in itertools.product(range(len(labels)), repeat=3):
+        if a != p and labels[a] == labels[p] and labels[n] != labels[a] and keep(d, a, p, n):
+            losses.append(max(0.0, d[a][p] - d[a][n] + 0.2))
+    return sum(losses) / len(losses)
+
+
 def test_all_triplets_equal_a_naive_loop():
     emb, labels = _batch()
-    a, p, n = mine_triplets(emb, labels, "all", 0.2)
-    naive = {(i, j, k) for i, j, k in itertools.permutations(range(12), 3) if labels[i] == labels[j] and labels[i] != labels[k]}
-    naive |= {(i, j, k) for i, j in itertools.permutations(range(12), 2) for k in range(12) if labels[i] == labels[j] and labels[k] != labels[i]}
-    assert set(zip(a.tolist(), p.tolist(), n.tolist())) == naive
+    expected = _naive_triplets(emb, labels, lambda d, a, p, n: True)
+    assert mined_triplet_loss(emb, labels, "all", 0.2).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_semihard_equals_a_naive_loop():
+    emb, labels = _batch()
+    expected = _naive_triplets(emb, labels, lambda d, a, p, n: d[a][p] < d[a][n] < d[a][p] + 0.2)
+    assert mined_triplet_loss(emb, labels, "semihard", 0.2).item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_batch_hard_equals_a_naive_loop():
     emb, labels = _batch()
-    a, p, n = mine_triplets(emb, labels, "batch-hard", 0.2)
-    d = torch.cdist(emb, emb)
-    for i, j, k in zip(a.tolist(), p.tolist(), n.tolist()):
-        pos = [x for x in range(12) if labels[x] == labels[i] and x != i]
-        neg = [x for x in range(12) if labels[x] != labels[i]]
-        assert d[i, j] == max(d[i, x] for x in pos)
-        assert d[i, k] == min(d[i, x] for x in neg)
-    assert len(a) == 12
+    d = torch.cdist(emb.double(), emb.double()).tolist()
+    per = []
+    for a in range(12):
+        pos = max(d[a][x] for x in range(12) if labels[x] == labels[a] and x != a)
+        neg = min(d[a][x] for x in range(12) if labels[x] != labels[a])
+        per.append(max(0.0, pos - neg + 0.2))
+    assert mined_triplet_loss(emb, labels, "batch-hard", 0.2).item() == pytest.approx(sum(per) / 12, abs=1e-5)
 
 
-def test_semihard_condition():
+def test_mined_pair_loss_is_half_positive_half_negative():
     emb, labels = _batch()
-    a, p, n = mine_triplets(emb, labels, "semihard", 0.5)
-    d = torch.cdist(emb, emb)
-    assert len(a) > 0
-    assert ((d[a, n] > d[a, p]) & (d[a, n] < d[a, p] + 0.5)).all()
+    d = torch.cdist(emb.double(), emb.double()).tolist()
+    pos = [0.5 * d[i][j] ** 2 for i, j in itertools.combinations(range(12), 2) if labels[i] == labels[j]]
+    neg = [0.5 * max(0.0, 0.5 - d[i][j]) ** 2 for i, j in itertools.combinations(range(12), 2) if labels[i] != labels[j]]
+    expected = 0.5 * (sum(pos) / len(pos) + sum(neg) / len(neg))
+    assert mined_pair_loss(emb, labels, "all", 0.5).item() == pytest.approx(expected, abs=1e-5)
+    for miner in ("semihard", "batch-hard"):
+        assert torch.isfinite(mined_pair_loss(emb, labels, miner, 0.5))
 
 
-def test_pairs_are_balanced():
-    emb, labels = _batch()
-    for miner in ("all", "semihard", "batch-hard"):
-        i, j, different = mine_pairs(emb, labels, miner, 0.5)
-        assert (different == 0).sum() == (different == 1).sum() == 12
-        assert ((labels[i] != labels[j]).float() == different).all()
+def test_mined_losses_have_finite_gradients_with_duplicate_embeddings():
+    emb = torch.zeros(8, 4, requires_grad=True)  # every distance 0: the sqrt must not give NaN
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    for loss in (mined_triplet_loss(emb, labels, "semihard", 0.2), mined_pair_loss(emb, labels, "all", 0.5)):
+        loss.backward()
+        assert torch.isfinite(emb.grad).all()

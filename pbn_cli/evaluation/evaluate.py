@@ -147,25 +147,48 @@ def evaluate_baseline(
     if name not in BASELINES:
         raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
     data = CacheData(ws)
+    rows = _rows_to_evaluate(data, split)
+    folder = ws.root / "baselines" / name / split
+    fit_split = _calibration_split(data)
+    fit_rows = data.split(fit_split)
+    with locking.hold(folder.parent / f"{split}.lock", f"baseline {folder}"):
+        if on_start:
+            on_start(len(rows) + len(fit_rows))
+
+        def embed(part) -> np.ndarray:
+            out = []
+            for start in range(0, len(part), 256):
+                out.append(describe(data.gather(part.rows[start : start + 256]), name))
+                if on_progress:
+                    on_progress(len(out[-1]))
+            return np.concatenate(out)
+
+        emb = embed(rows)
+        threshold = calibration.fit(embed(fit_rows), fit_rows.artists, seed).get("threshold")
+        figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, threshold)
+        figures.update(baseline=name, split=split, calibration_fitted_on=fit_split)
+        _write_outputs(folder, rows, emb, figures, {"baseline": name, "split": split})
+    return Evaluation(name, split, folder, figures)
+
+
+def _rows_to_evaluate(data: CacheData, split: str):
+    if split not in ("test", "val", "train"):
+        raise InputError(f"--split must be test, val or train, got {split!r}")
     rows = data.split(split)
     if len(rows) < 3 or len(np.unique(rows.labels)) < 2:
         raise InputError(f"the {split} split has too few paintings or artists to evaluate")
-    folder = ws.root / "baselines" / name / split
-    with locking.hold(folder.parent / f"{split}.lock", f"baseline {folder}"):
-        if on_start:
-            on_start(len(rows))
-        parts = []
-        for start in range(0, len(rows), 256):
-            parts.append(describe(data.gather(rows.rows[start : start + 256]), name))
-            if on_progress:
-                on_progress(len(parts[-1]))
-        emb = np.concatenate(parts)
-        figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size)
-        figures.update(baseline=name, split=split)
-        frame = pd.DataFrame({"image_id": rows.image_ids, "artist": rows.artists, "embedding": list(emb)})
-        write_manifest(folder / "embeddings.parquet", frame, Record("embeddings", {"baseline": name, "split": split}))
-        write_text(folder / "metrics.json", json.dumps(figures, indent=2))
-    return Evaluation(name, split, folder, figures)
+    return rows
+
+
+def _calibration_split(data: CacheData) -> str:
+    """val, unless it has too few same-artist pairs to fit a threshold: then train."""
+    return "val" if _enough_pairs(data.split("val")) else "train"
+
+
+def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: dict) -> None:
+    frame = pd.DataFrame({"image_id": rows.image_ids, "artist": rows.artists, "embedding": list(emb)})
+    write_manifest(folder / "embeddings.parquet", frame, Record("embeddings", params))
+    write_text(folder / "metrics.json", json.dumps(figures, indent=2))
 
 
 def baseline_metrics(ws: Workspace, split: str, name: str = "color-hist") -> dict | None:
@@ -186,8 +209,6 @@ def evaluate(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluation:
-    if split not in ("test", "val", "train"):
-        raise InputError(f"--split must be test, val or train, got {split!r}")
     run: Run = run_for(ws, run_name) if run_name else latest_run(ws)
     ckpt = run.checkpoint(which)
     if not ckpt.exists():
@@ -195,9 +216,7 @@ def evaluate(
     device = select_device(device_name)
     model, config, state = load_model(ckpt, device)
     data = CacheData(ws)
-    rows = data.split(split)
-    if len(rows) < 3 or len(np.unique(rows.labels)) < 2:
-        raise InputError(f"the {split} split has too few paintings or artists to evaluate")
+    rows = _rows_to_evaluate(data, split)
     folder = run.folder / "eval" / (split if which == "best" else f"{split}-{which}")
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
         def embed(part) -> np.ndarray:
@@ -206,7 +225,7 @@ def evaluate(
                 config.view, config.model.normalize, device, on_progress=on_progress,
             )
 
-        fit_split = "val" if _enough_pairs(data.split("val")) else "train"
+        fit_split = _calibration_split(data)
         fit_rows = data.split(fit_split)
         if on_start:
             on_start(len(rows) + (len(fit_rows) if fit_split != split else 0))
@@ -226,7 +245,5 @@ def evaluate(
                   for name in ("train", "val", "test") for part in [data.split(name)]}
         report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {state['epoch']})",
                             figures, pictures, config_dict, baseline_metrics(ws, split), counts, run.curves)
-        frame = pd.DataFrame({"image_id": rows.image_ids, "artist": rows.artists, "embedding": list(emb)})
-        write_manifest(folder / "embeddings.parquet", frame, Record("embeddings", {"run": run.name, "checkpoint": which, "split": split}))
-        write_text(folder / "metrics.json", json.dumps(figures, indent=2))
+        _write_outputs(folder, rows, emb, figures, {"run": run.name, "checkpoint": which, "split": split})
     return Evaluation(run.name, split, folder, figures)

@@ -11,11 +11,16 @@ from pbn_cli.atomic import write_bytes
 
 
 def _pyplot():
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # CJK and other scripts render where such fonts are installed; elsewhere a box, not a warning
+    matplotlib.rcParams["font.sans-serif"] = ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei", "Arial Unicode MS"]
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     return plt
 
 

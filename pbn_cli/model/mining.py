@@ -1,7 +1,8 @@
-"""In-batch mining for P x K batches, on the device.
+"""In-batch mining for P x K batches, on the device, without host syncs.
 
-Given the embeddings and artist labels of one batch, return index tensors
-of the triplets (anchor, positive, negative) or pairs to put in the loss.
+The mined losses work on masks over the batch's distance matrix rather than
+on index lists, so no step waits for the GPU to say how many triplets it
+found. Losses are per triplet (pair) and averaged over the mined ones.
 """
 
 from __future__ import annotations
@@ -11,61 +12,73 @@ import torch
 MINERS = ("all", "semihard", "batch-hard")
 
 
-def _pairwise(emb: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(emb.float(), emb.float())
+def distance_matrix(emb: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between all rows, with finite gradients at zero distance."""
+    sq = (emb * emb).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * emb @ emb.T
+    return (d2.clamp(min=0.0) + 1e-12).sqrt()
 
 
-def mine_triplets(emb: torch.Tensor, labels: torch.Tensor, miner: str, margin: float) -> tuple[torch.Tensor, ...]:
-    """Indices (a, p, n) of the mined triplets.
-
-    all: every valid triplet; semihard: those with d(a,p) < d(a,n) < d(a,p) + margin
-    (all valid ones when none is); batch-hard: for each anchor its farthest
-    positive and closest negative.
-    """
+def _masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    pos_mask, neg_mask = same & ~eye, ~same
-    with torch.no_grad():
-        d = _pairwise(emb.detach())
+    return same & ~eye, ~same
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp(min=1)
+
+
+def mined_triplet_loss(emb: torch.Tensor, labels: torch.Tensor, miner: str, margin: float) -> torch.Tensor:
+    """Mean of max(0, d(a,p) - d(a,n) + margin) over the mined triplets.
+
+    all: every valid triplet; semihard: those with d(a,p) < d(a,n) < d(a,p) + margin
+    (every valid one when the batch has none); batch-hard: each anchor's
+    farthest positive and closest negative.
+    """
+    d = distance_matrix(emb)
+    pos, neg = _masks(labels)
     if miner == "batch-hard":
-        a = torch.nonzero(pos_mask.any(1) & neg_mask.any(1)).squeeze(1)
-        big = torch.finfo(d.dtype).max
-        p = torch.where(pos_mask, d, torch.full_like(d, -1.0))[a].argmax(1)
-        n = torch.where(neg_mask, d, torch.full_like(d, big))[a].argmin(1)
-        return a, p, n
-    valid = pos_mask[:, :, None] & neg_mask[:, None, :]
+        dp = torch.where(pos, d, torch.full_like(d, -1.0)).max(1).values
+        dn = torch.where(neg, d, torch.full_like(d, float("inf"))).min(1).values
+        valid = pos.any(1) & neg.any(1)
+        per = torch.clamp(dp - torch.where(valid, dn, dp) + margin, min=0)
+        return _masked_mean(per, valid)
+    valid = pos[:, :, None] & neg[:, None, :]
+    dap, dan = d[:, :, None], d[:, None, :]
+    per = torch.clamp(dap - dan + margin, min=0)
     if miner == "semihard":
-        dap, dan = d[:, :, None], d[:, None, :]
-        semi = valid & (dan > dap) & (dan < dap + margin)
-        if semi.any():
-            valid = semi
+        with torch.no_grad():
+            semi = valid & (dan > dap) & (dan < dap + margin)
+            valid = torch.where(semi.any(), semi, valid)
     elif miner != "all":
         raise ValueError(f"unknown miner {miner!r}")
-    a, p, n = torch.nonzero(valid, as_tuple=True)
-    return a, p, n
+    return _masked_mean(per, valid)
 
 
-def mine_pairs(emb: torch.Tensor, labels: torch.Tensor, miner: str, margin: float) -> tuple[torch.Tensor, ...]:
-    """Indices (i, j) and 'different' flags of the mined pairs, as many negatives as positives.
+def mined_pair_loss(emb: torch.Tensor, labels: torch.Tensor, miner: str, margin: float) -> torch.Tensor:
+    """Contrastive loss, half from the mined positive pairs and half from the mined negative pairs.
 
-    all: every positive pair, and as many negative pairs (the hardest first
-    for semihard / batch-hard, spread over the batch for all).
+    all: every pair; semihard: negatives closer than the margin (all when
+    none is); batch-hard: each painting's farthest positive and closest
+    negative.
     """
-    same = labels[:, None] == labels[None, :]
-    upper = torch.triu(torch.ones_like(same), 1)
-    pi, pj = torch.nonzero(same & upper, as_tuple=True)
-    ni, nj = torch.nonzero(~same & upper, as_tuple=True)
-    k = min(len(pi), len(ni))
-    if miner == "all":
-        step = max(1, len(ni) // max(k, 1))
-        pick = torch.arange(0, len(ni), step, device=labels.device)[:k]
+    d = distance_matrix(emb)
+    pos, neg = _masks(labels)
+    upper = torch.ones_like(pos).triu(1)
+    pos_loss = 0.5 * d.pow(2)
+    neg_loss = 0.5 * torch.clamp(margin - d, min=0).pow(2)
+    if miner == "batch-hard":
+        far = torch.where(pos, d, torch.full_like(d, -1.0)).argmax(1, keepdim=True)
+        near = torch.where(neg, d, torch.full_like(d, float("inf"))).argmin(1, keepdim=True)
+        pos_mask = torch.zeros_like(pos).scatter_(1, far, True) & pos
+        neg_mask = torch.zeros_like(neg).scatter_(1, near, True) & neg
     else:
-        with torch.no_grad():
-            d = _pairwise(emb.detach())[ni, nj]
+        pos_mask, neg_mask = pos & upper, neg & upper
         if miner == "semihard":
-            d = torch.where(d < margin, d, d + 1e6)  # violating negatives first
-        pick = torch.argsort(d)[:k]
-    i = torch.cat([pi, ni[pick]])
-    j = torch.cat([pj, nj[pick]])
-    different = torch.cat([torch.zeros(len(pi), device=labels.device), torch.ones(k, device=labels.device)])
-    return i, j, different
+            with torch.no_grad():
+                close = neg_mask & (d < margin)
+                neg_mask = torch.where(close.any(), close, neg_mask)
+        elif miner != "all":
+            raise ValueError(f"unknown miner {miner!r}")
+    return 0.5 * (_masked_mean(pos_loss, pos_mask) + _masked_mean(neg_loss, neg_mask))

@@ -30,7 +30,7 @@ from pbn_cli.evaluation.plots import training_curves
 from pbn_cli.manifest import Record, write_manifest
 from pbn_cli.model.embedder import Embedder
 from pbn_cli.model.losses import ContrastiveLoss, TripletLoss
-from pbn_cli.model.mining import mine_pairs, mine_triplets
+from pbn_cli.model.mining import mined_pair_loss, mined_triplet_loss
 from pbn_cli.runs import Run, latest_run, new_name, run_for
 from pbn_cli.training import checkpoint, distributed
 from pbn_cli.training.augment import random_views
@@ -113,12 +113,10 @@ def batch_loss(config: TrainConfig, loss_fn, emb: torch.Tensor, batch: Batch, de
             return loss_fn(a, p, n)
         x1, x2 = emb.reshape(2, -1, emb.shape[1])
         return loss_fn(x1, x2, torch.from_numpy(batch.different).to(device))
-    labels = torch.from_numpy(batch.labels).to(device)
+    labels = torch.from_numpy(batch.labels).to(device, non_blocking=True)
     if config.mode == "triplet":
-        a, p, n = mine_triplets(emb, labels, config.miner, config.triplet_margin)
-        return loss_fn(emb[a], emb[p], emb[n]) if len(a) else emb.sum() * 0.0
-    i, j, different = mine_pairs(emb, labels, config.miner, config.pair_margin)
-    return loss_fn(emb[i], emb[j], different) if len(i) else emb.sum() * 0.0
+        return mined_triplet_loss(emb, labels, config.miner, config.triplet_margin)
+    return mined_pair_loss(emb, labels, config.miner, config.pair_margin)
 
 
 def validate(model, data: CacheData, rows: SplitRows, config: TrainConfig, device) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 from pbn_cli.model.embedder import Embedder, ModelConfig
 from pbn_cli.model.losses import TripletLoss
-from pbn_cli.model.mining import mine_triplets
+from pbn_cli.model.mining import mined_triplet_loss
 from pbn_cli.training.augment import random_views, to_float
 
 
@@ -37,7 +37,6 @@ def ours(backbone, device, steps, batch, bf16, channels_last, compile_model, cac
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if compile_model else model
     opt = torch.optim.AdamW(model.parameters(), 3e-4)
-    loss_fn = TripletLoss(0.2)
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(batch, device=device) // 4
     rng = np.random.default_rng(0)
@@ -51,8 +50,7 @@ def ours(backbone, device, steps, batch, bf16, channels_last, compile_model, cac
             views = views.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             emb = net(views)
-        a, p, n = mine_triplets(emb.float(), labels, "semihard", 0.2)
-        loss = loss_fn(emb.float()[a], emb.float()[p], emb.float()[n])
+        loss = mined_triplet_loss(emb.float(), labels, "semihard", 0.2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
