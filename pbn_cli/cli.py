@@ -21,15 +21,18 @@ app = typer.Typer(
     name="pbn",
     help=(
         "Learn painters' hands: were these two paintings made by the same artist?\n\n"
-        "A staged pipeline on disk; each stage reads and writes Parquet manifests "
-        "in a workspace folder (-w, default ./workspace or $PBN_WORKSPACE):\n\n"
-        "  pbn ingest train_info.csv   CSV + image headers -> manifest\n\n"
-        "  pbn clean                   drop what cannot be learned from\n\n"
-        "  pbn split                   artist-disjoint train/val/test\n\n"
-        "  pbn resize                  256x256 uint8 cache, decoded once\n\n"
+        "A staged pipeline on disk: each stage reads and writes Parquet manifests in a "
+        "workspace folder (-w, default ./workspace or $PBN_WORKSPACE).\n\n"
+        "\b\n"
+        "  pbn ingest train_info.csv   CSV + image headers -> manifest\n"
+        "  pbn clean                   drop what cannot be learned from\n"
+        "  pbn split                   artist-disjoint train/val/test\n"
+        "  pbn resize                  256x256 uint8 cache, decoded once\n"
+        "  pbn train --gpu             Siamese network, pair or triplet mode\n"
+        "  pbn eval                    metrics on unseen artists, report\n"
         "  pbn status                  what is done, what is stale\n\n"
-        "Try it on synthetic paintings first:  pbn synth data --quirks && "
-        "pbn ingest data/train_info.csv"
+        "Try it on synthetic paintings first: pbn synth data --quirks, then "
+        "pbn ingest data/train_info.csv and the stages above (train with --preset quick on a CPU)."
     ),
     no_args_is_help=True,
     add_completion=False,
