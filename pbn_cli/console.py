@@ -94,8 +94,9 @@ class TrainReporter:
 
     def epoch(self, row: dict) -> None:
         err.print(
-            f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val triplet accuracy "
-            f"{row['val_triplet_accuracy']:.3f}, val pair AUC {row['val_pair_auc']:.3f}, "
-            f"{row['images_per_s']:.0f} images/s",
+            f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val triplet acc "
+            f"{row['val_triplet_accuracy']:.3f}, val AUC {row['val_pair_auc']:.3f}, "
+            f"{row['images_per_s']:.0f} img/s",
             highlight=False,
+            soft_wrap=True,
         )
