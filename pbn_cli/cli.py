@@ -30,6 +30,7 @@ app = typer.Typer(
         "  pbn resize                  256x256 uint8 cache, decoded once\n"
         "  pbn train --gpu             Siamese network, pair or triplet mode\n"
         "  pbn eval                    metrics on unseen artists, report\n"
+        "  pbn compare a.jpg b.jpg     same artist? distance, probability, verdict\n"
         "  pbn status                  what is done, what is stale\n\n"
         "Try it on synthetic paintings first: pbn synth data --quirks, then "
         "pbn ingest data/train_info.csv and the stages above (train with --preset quick on a CPU)."
@@ -119,7 +120,7 @@ def _print_stage(name: str, result) -> None:
 
 @command
 def synth(
-    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to create the set in.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to create the set in.", show_default=False)],
     artists: Annotated[int, typer.Option(help="Number of artists.")] = 40,
     paintings: Annotated[int, typer.Option(help="Paintings per artist.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -139,16 +140,16 @@ def synth(
     from pbn_cli.synth import synth as run
 
     with console.progress("synth", unit="paintings") as bar:
-        info = run(out_dir, artists, paintings, seed, quirks, min_size, max_size, workers, *console.callbacks(bar))
+        info = run(out, artists, paintings, seed, quirks, min_size, max_size, workers, *console.callbacks(bar))
     console.out.print(
         f"synth: {info['paintings']} paintings by {info['artists']} artists in {info['images']}; "
-        f"{info['rows']} CSV rows in {out_dir / 'train_info.csv'}"
+        f"{info['rows']} CSV rows in {out / 'train_info.csv'}"
     )
 
 
 @command
 def ingest(
-    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="train_info.csv, all_data_info.csv or your own CSV.")],
+    csv: Annotated[Path, typer.Argument(metavar="CSV", help="train_info.csv, all_data_info.csv or your own CSV.", show_default=False)],
     images: Annotated[
         Optional[Path], typer.Option(help="Image folder (default: train/ beside the CSV).")
     ] = None,
@@ -172,7 +173,7 @@ def ingest(
 
     ws = _workspace(workspace)
     with ws.data_lock(), console.progress("ingest: reading headers", unit="images") as bar:
-        result = run(ws, csv_path, images, filename_column, artist_column, force, workers, *console.callbacks(bar))
+        result = run(ws, csv, images, filename_column, artist_column, force, workers, *console.callbacks(bar))
     _print_stage("ingest", result)
 
 
@@ -387,6 +388,76 @@ def eval(
         f"{m['n_groups']} groups, threshold {m['threshold']:.3f} (fitted on {m['calibration_fitted_on']})"
     )
     console.out.print(f"eval: wrote {result.folder}")
+
+
+@command
+def compare(
+    a: Annotated[Path, typer.Argument(metavar="A", help="A painting (any format, size or orientation).", show_default=False)],
+    b: Annotated[Path, typer.Argument(metavar="B", help="Another painting.", show_default=False)],
+    run: Annotated[Optional[str], typer.Option(help="Run to use (default: the latest trained run).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="An exported model file instead of a workspace run.")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a panel.")] = False,
+    sheet: Annotated[Optional[Path], typer.Option(help="Save the two paintings side by side with the verdict (PNG).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Were these two paintings made by the same artist? Distance, probability, verdict.
+
+    Uses the run's calibration (fitted by `pbn eval`): the distance threshold
+    and the probability of the same artist at even odds.
+
+    Example: pbn compare a.jpg b.png --json
+    """
+    from pbn_cli.inference import model as models
+    from pbn_cli.inference.compare import compare as run_compare
+    from pbn_cli.inference.compare import verdict_sheet
+    from pbn_cli.training.loop import select_device
+
+    trained = models.from_file(model) if model else models.from_run(_workspace(workspace), run, checkpoint)
+    for path in (a, b):
+        if not path.is_file():
+            from pbn_cli.errors import InputError
+
+            raise InputError(f"{path} does not exist")
+    verdict = run_compare(trained, a, b, select_device(device))
+    if sheet:
+        verdict_sheet(trained, a, b, verdict, sheet)
+    if as_json:
+        print(json.dumps(verdict.to_dict()))
+        return
+    from rich.panel import Panel
+
+    from pbn_cli import console
+
+    word = "[green]same artist[/]" if verdict.same_artist else "[red]different artists[/]"
+    console.out.print(Panel(
+        f"{word}\nprobability of the same artist: {verdict.same_artist_probability:.2f}\n"
+        f"distance {verdict.distance:.3f} (threshold {verdict.threshold:.3f})\nrun {verdict.run}",
+        title=f"{a.name} vs {b.name}", expand=False,
+    ))
+
+
+@command
+def export(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", show_default=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The model file to write.", show_default=False)],
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Write one file with a run's weights, configuration and calibration.
+
+    `pbn compare --model FILE` then works on a machine without the
+    workspace. The file holds plain data only (loaded with weights_only).
+
+    Example: pbn export triplet-compact-20261129-120000 painter.pt
+    """
+    from pbn_cli import console
+    from pbn_cli.inference import model as models
+
+    trained = models.from_run(_workspace(workspace), run, checkpoint)
+    models.export(trained, file)
+    console.out.print(f"export: run {trained.name} ({checkpoint}) written to {file}")
 
 
 @command

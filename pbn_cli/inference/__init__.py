@@ -1,0 +1,1 @@
+"""Answering questions with a trained model: compare, export."""

@@ -1,0 +1,46 @@
+"""compare: are two paintings by the same artist?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pbn_cli.inference.model import TrainedModel
+
+
+@dataclass
+class Verdict:
+    distance: float
+    threshold: float
+    same_artist_probability: float
+    same_artist: bool
+    run: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(model: TrainedModel, a: Path, b: Path, device: torch.device) -> Verdict:
+    emb = model.embed_files([a, b], device).astype(np.float64)
+    distance = float(np.linalg.norm(emb[0] - emb[1]))
+    threshold = float(model.calibration["threshold"])
+    return Verdict(distance, threshold, model.probability(distance), distance <= threshold, model.name)
+
+
+def verdict_sheet(model: TrainedModel, a: Path, b: Path, verdict: Verdict, path: Path) -> None:
+    """The two paintings side by side with the verdict (as the model saw them)."""
+    from pbn_cli import imaging
+    from pbn_cli.evaluation.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.9))
+    for ax, p in zip(axes, (a, b)):
+        ax.imshow(imaging.load_rgb(str(p), model.image_size, model.fit))
+        ax.set(xticks=[], yticks=[], title=Path(p).name[:40])
+    word = "same artist" if verdict.same_artist else "different artists"
+    fig.suptitle(f"{word}: p(same) = {verdict.same_artist_probability:.2f}, distance {verdict.distance:.3f} "
+                 f"(threshold {verdict.threshold:.3f})", color="tab:green" if verdict.same_artist else "tab:red")
+    save_figure(fig, path)

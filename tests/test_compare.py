@@ -1,0 +1,79 @@
+"""compare and export: the same pixels and embeddings as the workspace, one-line errors."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pbn_cli.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, tiny_workspace):
+    ws = tmp_path_factory.mktemp("cmp") / "ws"
+    shutil.copytree(tiny_workspace, ws)
+    for args in (["train", "--preset", "quick", "--input-size", "32", "--embedding-dim", "16", "--batch-size", "16",
+                  "--epochs", "1", "--device", "cpu", "--run", "r"], ["eval", "--device", "cpu"]):
+        result = runner.invoke(app, [*args, "-w", str(ws)])
+        assert result.exit_code == 0, result.output
+    return ws
+
+
+def _two_paintings(ws):
+    frame = pd.read_parquet(ws / "runs/r/eval/test/embeddings.parquet")
+    split = pd.read_parquet(ws / "manifests/split.parquet").set_index("image_id")
+    import pyarrow.parquet as pq
+
+    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    a, b = frame.iloc[0], frame.iloc[-1]
+    paths = [os.path.join(root, split.loc[x["image_id"], "path"]) for x in (a, b)]
+    expected = float(np.linalg.norm(np.asarray(a["embedding"], np.float64) - np.asarray(b["embedding"], np.float64)))
+    return paths, expected
+
+
+def test_compare_matches_the_workspace_embeddings(evaluated_run):
+    (a, b), expected = _two_paintings(evaluated_run)
+    result = runner.invoke(app, ["compare", a, b, "--json", "--device", "cpu", "-w", str(evaluated_run)])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.output)
+    assert set(verdict) == {"distance", "threshold", "same_artist_probability", "same_artist", "run"}
+    assert verdict["distance"] == pytest.approx(expected, abs=1e-3)
+    assert 0 <= verdict["same_artist_probability"] <= 1 and verdict["run"] == "r"
+    assert verdict["same_artist"] == (verdict["distance"] <= verdict["threshold"])
+
+
+def test_export_then_compare_without_the_workspace(evaluated_run, tmp_path, monkeypatch):
+    (a, b), _ = _two_paintings(evaluated_run)
+    model = tmp_path / "painter.pt"
+    assert runner.invoke(app, ["export", "r", str(model), "-w", str(evaluated_run)]).exit_code == 0
+    with_ws = json.loads(runner.invoke(app, ["compare", a, b, "--json", "--device", "cpu", "-w", str(evaluated_run)]).output)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    result = runner.invoke(app, ["compare", a, b, "--model", str(model), "--json", "--device", "cpu", "--sheet", "v.png"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == with_ws
+    assert (empty / "v.png").exists()
+
+
+def test_compare_errors_are_one_line(evaluated_run, tmp_path):
+    (a, _), _ = _two_paintings(evaluated_run)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    bad = runner.invoke(app, ["compare", a, str(tmp_path / "bad.jpg"), "--device", "cpu", "-w", str(evaluated_run)])
+    assert bad.exit_code == 2 and bad.output.strip() == f"Error: cannot read {tmp_path / 'bad.jpg'}: not an image: cannot identify image file"
+    missing = runner.invoke(app, ["compare", a, str(tmp_path / "nope.jpg"), "-w", str(evaluated_run)])
+    assert missing.exit_code == 2 and "nope.jpg does not exist" in missing.output
+    empty = runner.invoke(app, ["compare", a, a, "-w", str(tmp_path / "nothing")])
+    assert empty.exit_code == 2 and "no trained run" in empty.output
+    (evaluated_run / "runs/r/calibration.json").rename(evaluated_run / "runs/r/calibration.bak")
+    try:
+        uncalibrated = runner.invoke(app, ["compare", a, a, "-w", str(evaluated_run)])
+        assert uncalibrated.exit_code == 2 and "run `pbn eval --run r` first" in uncalibrated.output
+    finally:
+        (evaluated_run / "runs/r/calibration.bak").rename(evaluated_run / "runs/r/calibration.json")
