@@ -461,6 +461,38 @@ def export(
 
 
 @command
+def runs(
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the workspace's training runs: recipe, epochs, validation and test figures.
+
+    Example: pbn runs
+    """
+    from rich.table import Table
+
+    from pbn_cli import console
+    from pbn_cli.runs import summarize, trained_runs
+
+    rows = [summarize(r) for r in trained_runs(_workspace(workspace))]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.out.print(f"no trained run in {workspace}; train one with `pbn train`")
+        return
+
+    def num(x) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    table = Table("run", "mode", "backbone", "epochs", "best val triplet acc", "test triplet acc", "test pair AUC")
+    for r in rows:
+        table.add_row(r["run"], r["mode"] or "", r["backbone"] or "", str(r["epochs"]), num(r["best_val_triplet_accuracy"]),
+                      num(r["test_triplet_accuracy"]), num(r["test_pair_auc"]))
+    console.out.print(table)
+
+
+@command
 def status(
     workspace: WorkspaceOpt = DEFAULT_WS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -72,3 +72,26 @@ def latest_run(ws: Workspace) -> Run:
     if not runs:
         raise InputError(f"no trained run in {ws.root}; train one with `pbn train`")
     return runs[-1]
+
+
+def summarize(run: Run) -> dict:
+    """What `pbn runs` shows of one run: its recipe, progress and figures."""
+    import json
+
+    import pandas as pd
+
+    config = json.loads(run.config.read_text()) if run.config.exists() else {}
+    history = pd.read_parquet(run.history) if run.history.exists() else pd.DataFrame()
+    test = run.folder / "eval" / "test" / "metrics.json"
+    figures = json.loads(test.read_text()) if test.exists() else {}
+    best = history["val_triplet_accuracy"].max() if "val_triplet_accuracy" in history else None
+    return {
+        "run": run.name,
+        "mode": config.get("mode"),
+        "backbone": config.get("model", {}).get("backbone"),
+        "preset": config.get("preset"),
+        "epochs": int(history["epoch"].max()) if "epoch" in history and len(history) else 0,
+        "best_val_triplet_accuracy": None if best is None or best != best else float(best),
+        "test_triplet_accuracy": figures.get("triplet_accuracy"),
+        "test_pair_auc": figures.get("pair_auc"),
+    }

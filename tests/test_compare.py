@@ -77,3 +77,14 @@ def test_compare_errors_are_one_line(evaluated_run, tmp_path):
         assert uncalibrated.exit_code == 2 and "run `pbn eval --run r` first" in uncalibrated.output
     finally:
         (evaluated_run / "runs/r/calibration.bak").rename(evaluated_run / "runs/r/calibration.json")
+
+
+def test_runs_lists_the_run_with_its_figures(evaluated_run):
+    result = runner.invoke(app, ["runs", "--json", "-w", str(evaluated_run)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    metrics = json.loads((evaluated_run / "runs/r/eval/test/metrics.json").read_text())
+    assert (row["run"], row["mode"], row["backbone"], row["epochs"]) == ("r", "triplet", "compact", 1)
+    assert row["test_triplet_accuracy"] == metrics["triplet_accuracy"]
+    table = runner.invoke(app, ["runs", "-w", str(evaluated_run)])
+    assert table.exit_code == 0 and "compact" in table.output
