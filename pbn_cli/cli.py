@@ -439,6 +439,49 @@ def compare(
 
 
 @command
+def search(
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The painting to look up.", show_default=False)],
+    k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
+    split: Annotated[str, typer.Option(help="Where to look: all, train, val or test.")] = "all",
+    run: Annotated[Optional[str], typer.Option(help="Run to use (default: the latest trained run).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    sheet: Annotated[Optional[Path], typer.Option(help="Save the query and its neighbours (PNG).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """The workspace's paintings nearest to IMAGE, and the vote of their artists.
+
+    The workspace's embeddings are computed once per run and checkpoint and
+    reused. The query itself is left out when it is one of the paintings.
+
+    Example: pbn search painting.jpg -k 10 --split train
+    """
+    from rich.table import Table
+
+    from pbn_cli import console
+    from pbn_cli.inference import model as models
+    from pbn_cli.inference.search import search as run_search
+    from pbn_cli.inference.search import search_sheet
+    from pbn_cli.training.loop import select_device
+
+    ws = _workspace(workspace)
+    trained = models.from_run(ws, run, checkpoint)
+    result = run_search(ws, trained, checkpoint, image, k, split, select_device(device))
+    if sheet:
+        search_sheet(ws, trained, image, result, sheet)
+    near = result.neighbours.drop(columns=["cache_row"])
+    if as_json:
+        print(json.dumps({"run": trained.name, "neighbours": near.to_dict("records"), "vote": result.vote}))
+        return
+    table = Table("image_id", "artist", "split", "distance", "p(same artist)", title=f"nearest to {image.name} (run {trained.name})")
+    for r in near.itertuples():
+        table.add_row(str(r.image_id), r.artist, r.split, f"{r.distance:.3f}", f"{r.same_artist_probability:.2f}")
+    console.out.print(table)
+    console.out.print("vote: " + ", ".join(f"{artist} {n}" for artist, n in result.vote))
+
+
+@command
 def export(
     run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", show_default=False)],
     file: Annotated[Path, typer.Argument(metavar="FILE", help="The model file to write.", show_default=False)],

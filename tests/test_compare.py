@@ -88,3 +88,27 @@ def test_runs_lists_the_run_with_its_figures(evaluated_run):
     assert row["test_triplet_accuracy"] == metrics["triplet_accuracy"]
     table = runner.invoke(app, ["runs", "-w", str(evaluated_run)])
     assert table.exit_code == 0 and "compact" in table.output
+
+
+def test_search_finds_neighbours_and_leaves_the_query_out(evaluated_run, tmp_path):
+    (a, _), _ = _two_paintings(evaluated_run)
+    args = ["search", a, "-k", "5", "--json", "--device", "cpu", "-w", str(evaluated_run)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    query_id = pd.read_parquet(evaluated_run / "runs/r/eval/test/embeddings.parquet").iloc[0]["image_id"]
+    ids = [n["image_id"] for n in out["neighbours"]]
+    assert len(ids) == 5 and query_id not in ids
+    distances = [n["distance"] for n in out["neighbours"]]
+    assert distances == sorted(distances)
+    assert sum(n for _, n in out["vote"]) == 5
+    cache = evaluated_run / "runs/r/search/best.parquet"
+    assert cache.exists()
+    before = cache.stat().st_mtime_ns
+    again = runner.invoke(app, [*args[:-2], "--split", "test", "--sheet", str(tmp_path / "s.png"), "-w", str(evaluated_run)])
+    assert again.exit_code == 0, again.output
+    assert {n["split"] for n in json.loads(again.output)["neighbours"]} == {"test"}
+    assert cache.stat().st_mtime_ns == before  # embeddings reused
+    assert (tmp_path / "s.png").exists()
+    bad = runner.invoke(app, ["search", a, "--split", "nope", "-w", str(evaluated_run)])
+    assert bad.exit_code == 2 and "--split must be one of all, train, val, test" in bad.output

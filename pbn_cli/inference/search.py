@@ -1,0 +1,113 @@
+"""search: the workspace's paintings nearest to an image, and their artists' vote.
+
+The workspace's embeddings are computed once per run and checkpoint, stored
+atomically in ``runs/<run>/search/<checkpoint>.parquet`` with the fingerprints
+of the split and cache they came from, and reused until those change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pbn_cli import locking
+from pbn_cli.errors import InputError
+from pbn_cli.evaluation.embed import embed_images
+from pbn_cli.inference.model import TrainedModel
+from pbn_cli.manifest import Record, read_manifest, read_record, write_manifest
+from pbn_cli.paths import image_root
+from pbn_cli.runs import run_for
+from pbn_cli.training.data import CacheData
+from pbn_cli.workspace import Workspace
+
+SPLITS = ("all", "train", "val", "test")
+
+
+@dataclass
+class SearchResult:
+    neighbours: pd.DataFrame  # image_id, artist, split, distance, same_artist_probability
+    vote: list[tuple[str, int]]  # artists of the neighbours, most frequent first
+
+
+def workspace_embeddings(ws: Workspace, model: TrainedModel, which: str, device: torch.device) -> pd.DataFrame:
+    """Every cached painting's embedding for this run and checkpoint, computed once and reused."""
+    data = CacheData(ws)
+    path = run_for(ws, model.name).folder / "search" / f"{which}.parquet"
+    inputs = {**data.fingerprints, "epoch": str(model.calibration.get("epoch"))}
+    record = read_record(path)
+    if record is not None and record.inputs == inputs:
+        return read_manifest(path)[0]
+    with locking.hold(path.parent / f"{which}.lock", f"search embeddings {path}"):
+        table = data.table
+        rows = table["cache_row"].to_numpy(np.int64)
+        emb = embed_images(model.network(device), lambda idx: data.gather(rows[idx]), len(rows),
+                           model.config.model.input_size, model.config.view, model.config.model.normalize, device)
+        frame = pd.DataFrame({"image_id": table["image_id"].to_numpy(), "artist": table["artist"].to_numpy(),
+                              "split": table["split"].to_numpy(), "cache_row": rows, "embedding": list(emb)})
+        write_manifest(path, frame, Record("search", {"run": model.name, "checkpoint": which}, inputs))
+    return frame
+
+
+def _same_file(ws: Workspace, frame: pd.DataFrame, query: Path) -> np.ndarray:
+    """Rows whose file is the query file itself."""
+    split_record = ws.require("split")
+    paths, _ = read_manifest(ws.manifest("split"))
+    try:
+        root = image_root(split_record)
+    except InputError:
+        return np.zeros(len(frame), bool)
+    real = os.path.realpath(query)
+    mine = {i for i, p in zip(paths["image_id"], paths["path"]) if os.path.realpath(os.path.join(root, p)) == real}
+    return frame["image_id"].isin(mine).to_numpy()
+
+
+def search(ws: Workspace, model: TrainedModel, which: str, image: Path, k: int, split: str, device: torch.device) -> SearchResult:
+    if split not in SPLITS:
+        raise InputError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if k < 1:
+        raise InputError("-k must be at least 1")
+    if not Path(image).is_file():
+        raise InputError(f"{image} does not exist")
+    frame = workspace_embeddings(ws, model, which, device)
+    keep = ~_same_file(ws, frame, Path(image))
+    if split != "all":
+        keep &= (frame["split"] == split).to_numpy()
+    pool = frame[keep]
+    query = model.embed_files([Path(image)], device)[0].astype(np.float64)
+    emb = np.stack(pool["embedding"].to_numpy()).astype(np.float64)
+    d = np.sqrt(((emb - query) ** 2).sum(1))
+    order = np.argsort(d, kind="stable")[:k]
+    near = pool.iloc[order][["image_id", "artist", "split", "cache_row"]].copy()
+    near["distance"] = d[order]
+    near["same_artist_probability"] = [model.probability(x) for x in d[order]]
+    vote = Counter(near["artist"]).most_common()
+    return SearchResult(near.reset_index(drop=True), vote)
+
+
+def search_sheet(ws: Workspace, model: TrainedModel, image: Path, result: SearchResult, path: Path) -> None:
+    """The query and its neighbours as the model saw them, with artists and distances."""
+    from pbn_cli import imaging
+    from pbn_cli.evaluation.plots import _pyplot, _short, save_figure
+
+    plt = _pyplot()
+    data = CacheData(ws)
+    n = len(result.neighbours) + 1
+    cols = min(n, 6)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    axes[0, 0].imshow(imaging.load_rgb(str(image), model.image_size, model.fit))
+    axes[0, 0].set_title(f"query\n{_short(Path(image).name, 20)}", fontsize=8)
+    for k, row in enumerate(result.neighbours.itertuples(), start=1):
+        ax = axes[k // cols, k % cols]
+        ax.imshow(np.asarray(data.images[row.cache_row]))
+        ax.set_title(f"{_short(row.artist, 20)}\nd={row.distance:.3f} p={row.same_artist_probability:.2f}", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
