@@ -55,6 +55,11 @@ ImagesOpt = Annotated[
 WorkersOpt = Annotated[
     Optional[int], typer.Option("--workers", min=1, help="Processes to use (default: all cores).")
 ]
+RunOpt = Annotated[Optional[str], typer.Option(help="Run to use (default: the latest trained run).")]
+CheckpointOpt = Annotated[str, typer.Option(help="best or last.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+SheetOpt = Annotated[Optional[Path], typer.Option(help="Save a picture of the answer (PNG).")]
 DEFAULT_WS = Path("workspace")
 METRIC_NAMES = (
     "triplet_accuracy", "reference_batch4_accuracy", "pair_auc", "precision_at_1", "map_at_r",
@@ -337,16 +342,16 @@ def train(
 
 @command
 def eval(
-    run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest trained run).")] = None,
+    run: RunOpt = None,
     split: Annotated[str, typer.Option(help="test (unseen artists), val or train.")] = "test",
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    checkpoint: CheckpointOpt = "best",
     baseline: Annotated[
         Optional[str], typer.Option(help="Instead of a run: a descriptor that learns nothing (color-hist).")
     ] = None,
     triplets: Annotated[int, typer.Option(help="Seeded triplets for triplet accuracy.")] = 20_000,
     group_size: Annotated[int, typer.Option(help="Paintings per group for pair AUC (Kaggle: 1800).")] = 1800,
     seed: Annotated[int, typer.Option(help="Seed of triplets and groups.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOpt = "auto",
     gpu: Annotated[bool, typer.Option("--gpu", help="Short for --device cuda.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
@@ -394,12 +399,12 @@ def eval(
 def compare(
     a: Annotated[Path, typer.Argument(metavar="A", help="A painting (any format, size or orientation).", show_default=False)],
     b: Annotated[Path, typer.Argument(metavar="B", help="Another painting.", show_default=False)],
-    run: Annotated[Optional[str], typer.Option(help="Run to use (default: the latest trained run).")] = None,
+    run: RunOpt = None,
     model: Annotated[Optional[Path], typer.Option(help="An exported model file instead of a workspace run.")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a panel.")] = False,
-    sheet: Annotated[Optional[Path], typer.Option(help="Save the two paintings side by side with the verdict (PNG).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    checkpoint: CheckpointOpt = "best",
+    as_json: JsonOpt = False,
+    sheet: SheetOpt = None,
+    device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Were these two paintings made by the same artist? Distance, probability, verdict.
@@ -443,11 +448,11 @@ def search(
     image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The painting to look up.", show_default=False)],
     k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
     split: Annotated[str, typer.Option(help="Where to look: all, train, val or test.")] = "all",
-    run: Annotated[Optional[str], typer.Option(help="Run to use (default: the latest trained run).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    sheet: Annotated[Optional[Path], typer.Option(help="Save the query and its neighbours (PNG).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    run: RunOpt = None,
+    checkpoint: CheckpointOpt = "best",
+    as_json: JsonOpt = False,
+    sheet: SheetOpt = None,
+    device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """The workspace's paintings nearest to IMAGE, and the vote of their artists.
@@ -485,7 +490,7 @@ def search(
 def export(
     run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", show_default=False)],
     file: Annotated[Path, typer.Argument(metavar="FILE", help="The model file to write.", show_default=False)],
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    checkpoint: CheckpointOpt = "best",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Write one file with a run's weights, configuration and calibration.
@@ -506,7 +511,7 @@ def export(
 @command
 def runs(
     workspace: WorkspaceOpt = DEFAULT_WS,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the workspace's training runs: recipe, epochs, validation and test figures.
 
@@ -538,7 +543,7 @@ def runs(
 @command
 def status(
     workspace: WorkspaceOpt = DEFAULT_WS,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show which stages are done, their row counts, and which are stale.
 
