@@ -52,8 +52,12 @@ def compute_metrics(
     threshold: float | None = None,
     replicates: int = 200,
     max_bootstrap_pairs: int = 500_000,
+    pairs: tuple | None = None,
 ) -> dict:
-    """Every figure of docs/metrics.md, each with a 95% bootstrap interval over artists (``<name>_ci``)."""
+    """Every figure of docs/metrics.md, each with a 95% bootstrap interval over artists (``<name>_ci``).
+
+    ``pairs`` is ``metrics.pair_scores``'s result when the caller already has it.
+    """
     codes, _ = metrics._codes(artists)
     n_artists = int(codes.max()) + 1 if len(codes) else 0
     w = bootstrap.artist_weights(n_artists, replicates, seed)
@@ -72,7 +76,7 @@ def compute_metrics(
     batch_w = w[:, anchors[:m]].reshape(replicates, -1, 4).mean(2)
     out["reference_batch4_accuracy_ci"] = bootstrap.interval((batch_w * b4).sum(1) / np.maximum(batch_w.sum(1), 1e-12))
 
-    scores, same, pi, pj, n_groups = metrics.pair_scores(emb, artists, seed, group_size)
+    scores, same, pi, pj, n_groups = pairs if pairs is not None else metrics.pair_scores(emb, artists, seed, group_size)
     out["pair_auc"] = metrics.auc(scores, same)  # the figure uses every pair
     rng = np.random.default_rng([seed, 5])
     sub = np.unique(rng.integers(len(scores), size=max_bootstrap_pairs)) if len(scores) > max_bootstrap_pairs else slice(None)
@@ -235,11 +239,12 @@ def evaluate(
         calib.update(checkpoint=which, epoch=int(state["epoch"]), fitted_on=fit_split)
         if fit_split != "val":
             calib["note"] = "val has too few same-artist pairs: fitted on the training pairs, which flatters the threshold"
-        figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"))
+        pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
+        figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
         figures.update(checkpoint=str(ckpt.relative_to(ws.root)), epoch=int(state["epoch"]), split=split, run=run.name,
                        calibration_fitted_on=fit_split)
         save_calibration(run, which, calib)
-        pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed)
+        pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs)
         config_dict = json.loads(run.config.read_text()) if run.config.exists() else config.to_dict()
         counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"
                   for name in ("train", "val", "test") for part in [data.split(name)]}

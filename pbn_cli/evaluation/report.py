@@ -22,11 +22,11 @@ FIGURES = (
 )
 
 
-def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int) -> dict[str, str]:
-    """Every picture of an evaluation; returns file name -> caption."""
+def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int, pairs: tuple) -> dict[str, str]:
+    """Every picture of an evaluation (``pairs``: ``metrics.pair_scores``'s result); returns file name -> caption."""
     artists = np.asarray(artists, dtype=object)
     made: dict[str, str] = {}
-    scores, same, pi, pj, _ = metrics.pair_scores(emb, artists, seed)
+    scores, same, pi, pj, _ = pairs
     plots.roc_curve(scores, same, figures["pair_auc"], folder / "roc.png")
     made["roc.png"] = "ROC curve of pairs within groups"
     plots.distance_histograms(-scores, same, figures["threshold"], folder / "distances.png")

@@ -58,10 +58,6 @@ class TrainConfig:
         d["model"] = ModelConfig(**d["model"])
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
-    @property
-    def margin(self) -> float:
-        return self.triplet_margin if self.mode == "triplet" else self.pair_margin
-
 
 PRESETS: dict[str, dict] = {
     "reference": dict(
