@@ -31,9 +31,10 @@ app = typer.Typer(
         "  pbn train --gpu             Siamese network, pair or triplet mode\n"
         "  pbn eval                    metrics on unseen artists, report\n"
         "  pbn compare a.jpg b.jpg     same artist? distance, probability, verdict\n"
+        "  pbn search a.jpg            the nearest paintings and their artists\n"
+        "  pbn predict pairs.csv       probabilities for many pairs (a Kaggle submission)\n"
         "  pbn status                  what is done, what is stale\n\n"
-        "Try it on synthetic paintings first: pbn synth data --quirks, then "
-        "pbn ingest data/train_info.csv and the stages above (train with --preset quick on a CPU)."
+        "Start with `pbn demo`: every stage on synthetic paintings in about 5 minutes on a CPU."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -487,6 +488,56 @@ def search(
 
 
 @command
+def predict(
+    pairs_csv: Annotated[Path, typer.Argument(metavar="PAIRS_CSV", help="index,image1,image2 per row (Kaggle's submission_info.csv).", show_default=False)],
+    images: Annotated[Path, typer.Option(help="Folder the image names are relative to (Kaggle: test/).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The submission file to write.")] = Path("submission.csv"),
+    missing: Annotated[str, typer.Option(help="error: stop on a missing or unreadable image; fill: give its pairs 0.5.")] = "error",
+    run: RunOpt = None,
+    model: Annotated[Optional[Path], typer.Option(help="An exported model file instead of a workspace run (no embedding cache).")] = None,
+    checkpoint: CheckpointOpt = "best",
+    device: DeviceOpt = "auto",
+    gpu: Annotated[bool, typer.Option("--gpu", help="Short for --device cuda.")] = False,
+    workers: WorkersOpt = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Same-artist probabilities for every pair of a CSV: a Kaggle submission.
+
+    Reads PAIRS_CSV by position (index, image1, image2; a header is skipped),
+    embeds each distinct image once (cached in the run, so a second predict
+    only scores), and writes index,sameArtist with the run's calibrated
+    probabilities, rows in the input order. The file appears only when
+    complete.
+
+    Example: pbn predict submission_info.csv --images kaggle/test -o submission.csv --gpu
+    """
+    from pbn_cli import console
+    from pbn_cli.inference import model as models
+    from pbn_cli.inference.predict import predict as run_predict
+    from pbn_cli.inference.predict import run_cache
+    from pbn_cli.training.loop import select_device
+
+    if model:
+        trained, cache = models.from_file(model), None
+    else:
+        ws = _workspace(workspace)
+        trained = models.from_run(ws, run, checkpoint)
+        cache = run_cache(ws, trained, checkpoint)
+    result = run_predict(trained, pairs_csv, images, output, select_device("cuda" if gpu else device), missing,
+                         cache, workers, console.progress)
+    console.out.print(
+        f"predict: {result.rows:,} pairs over {result.images:,} images ({result.computed:,} embedded now, "
+        f"{result.cached:,} from the cache) with run {trained.name}; wrote {result.output}"
+    )
+    if result.filled_images:
+        console.out.print(f"predict: {result.filled_images} images missing or unreadable; {result.filled_pairs:,} pairs set to 0.5")
+    console.out.print(
+        f"predict: embedding {result.embed_seconds:.1f} s; reading {result.read_seconds:.1f} s and scoring "
+        f"{result.score_seconds:.1f} s = {result.pairs_per_second / 1e6:.2f} M pairs/s"
+    )
+
+
+@command
 def export(
     run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", show_default=False)],
     file: Annotated[Path, typer.Argument(metavar="FILE", help="The model file to write.", show_default=False)],
@@ -538,6 +589,28 @@ def runs(
         table.add_row(r["run"], r["mode"] or "", r["backbone"] or "", str(r["epochs"]), num(r["best_val_triplet_accuracy"]),
                       num(r["test_triplet_accuracy"]), num(r["test_pair_auc"]))
     console.out.print(table)
+
+
+@command
+def demo(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder for the data, the workspace and the pictures.")] = Path("pbn-demo"),
+    artists: Annotated[int, typer.Option(help="Synthetic artists.")] = 40,
+    paintings: Annotated[int, typer.Option(help="Paintings per artist.")] = 12,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the paintings, the split and the training.")] = 0,
+) -> None:
+    """The whole pipeline on synthetic paintings, in about 5 minutes on a laptop CPU.
+
+    synth -> ingest -> clean -> split -> resize -> train (quick preset) ->
+    eval beside the colour baseline -> compare -> search, printing each
+    command as it runs. Run it again to skip what is done.
+
+    Example: pbn demo pbn-demo
+    """
+    from pbn_cli.demo import demo as run_demo
+
+    run_demo(folder, artists, paintings, epochs, device, seed)
 
 
 @command

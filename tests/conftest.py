@@ -52,6 +52,19 @@ def tiny_workspace(tmp_path_factory) -> Path:
     return prepared_workspace(tmp_path_factory.mktemp("tiny"), 16, 6, 4, 64)
 
 
+@pytest.fixture(scope="session")
+def evaluated_run(tmp_path_factory, tiny_workspace) -> Path:
+    """A copy of the tiny workspace with run ``r`` trained one quick epoch and evaluated (read-only)."""
+    ws = tmp_path_factory.mktemp("evaluated") / "ws"
+    shutil.copytree(tiny_workspace, ws)
+    runner = CliRunner()
+    for args in (["train", "--preset", "quick", "--input-size", "32", "--embedding-dim", "16", "--batch-size", "16",
+                  "--epochs", "1", "--device", "cpu", "--run", "r"], ["eval", "--device", "cpu"]):
+        result = runner.invoke(app, [*args, "-w", str(ws)])
+        assert result.exit_code == 0, result.output
+    return ws
+
+
 @pytest.fixture
 def workspace_copy(tmp_path, tiny_workspace) -> Path:
     dst = tmp_path / "ws"

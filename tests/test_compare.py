@@ -14,17 +14,6 @@ from pbn_cli.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def evaluated_run(tmp_path_factory, tiny_workspace):
-    ws = tmp_path_factory.mktemp("cmp") / "ws"
-    shutil.copytree(tiny_workspace, ws)
-    for args in (["train", "--preset", "quick", "--input-size", "32", "--embedding-dim", "16", "--batch-size", "16",
-                  "--epochs", "1", "--device", "cpu", "--run", "r"], ["eval", "--device", "cpu"]):
-        result = runner.invoke(app, [*args, "-w", str(ws)])
-        assert result.exit_code == 0, result.output
-    return ws
-
-
 def _two_paintings(ws):
     frame = pd.read_parquet(ws / "runs/r/eval/test/embeddings.parquet")
     split = pd.read_parquet(ws / "manifests/split.parquet").set_index("image_id")

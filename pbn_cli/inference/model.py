@@ -9,6 +9,7 @@ the workspace.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,14 @@ class TrainedModel:
         images = np.stack(pixels)
         return embed_images(self.network(device), lambda idx: images[idx], len(images), self.config.model.input_size,
                             self.config.view, self.config.model.normalize, device)
+
+    def fingerprint(self) -> str:
+        """A digest of the weights and the image geometry: what an embedding depends on."""
+        h = hashlib.sha256(f"{self.image_size}:{self.fit}:{self.config.view}:{self.config.model.input_size}".encode())
+        for key in sorted(self.state):
+            h.update(key.encode())
+            h.update(self.state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def probability(self, distance: float) -> float:
         return float(calibration.probability(distance, self.calibration["platt_a"], self.calibration["platt_b"]))
