@@ -29,16 +29,21 @@ def _pick_paintings(ws: Path) -> tuple[Path, Path, Path]:
 
     split = pd.read_parquet(ws / "manifests/split.parquet")
     root = Path(json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"])
-    test = split[split["split"] == "test"].sort_values("image_id")
-    artists = test["artist"].drop_duplicates().tolist()
-    first = test[test["artist"] == artists[0]]["path"].tolist()
-    other = test[test["artist"] == artists[1]]["path"].tolist()
+    pool = split[split["split"] == "test"].sort_values("image_id")
+    if pool["artist"].nunique() < 2:  # a tiny demo may hold out a single artist
+        pool = split.sort_values("image_id")
+    artists = pool["artist"].drop_duplicates().tolist()
+    first = pool[pool["artist"] == artists[0]]["path"].tolist()
+    other = pool[pool["artist"] == artists[1]]["path"].tolist()
     return root / first[0], root / first[1], root / other[0]
 
 
 def demo(folder: Path, artists: int, paintings: int, epochs: int, device: str, seed: int) -> None:
     from pbn_cli import cli
+    from pbn_cli.errors import InputError
 
+    if artists < 6 or paintings < 3 or epochs < 1:
+        raise InputError("the demo needs --artists >= 6, --paintings >= 3 and --epochs >= 1")
     start = time.monotonic()
     data, ws = folder / "data", folder / "workspace"
     total = 9
