@@ -51,3 +51,18 @@ def write_bytes(path: Path, data: bytes) -> None:
 def write_text(path: Path, text: str) -> None:
     """Atomically replace ``path`` with ``text`` (UTF-8)."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: Path, fix: str):
+    """The JSON in ``path``, None when it does not exist; a damaged file is one ``PbnError`` naming ``fix``."""
+    import json
+
+    from pbn_cli.errors import PbnError
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise PbnError(f"{path} is damaged ({type(err).__name__}: {str(err)[:120]}); {fix}") from None

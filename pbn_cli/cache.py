@@ -70,3 +70,14 @@ def open_cache(path: Path) -> np.ndarray:
         return np.load(path, mmap_mode="r")
     except Exception as err:
         raise PbnError(f"{path} is damaged ({err}); rebuild it with `pbn resize --force`") from None
+
+
+def problem(path: Path) -> str | None:
+    """Why the cache at ``path`` cannot be used (missing, truncated, not a cache), or None."""
+    try:
+        images = open_cache(path)
+    except PbnError as err:
+        return str(err)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        return f"{path} is not an image cache; rebuild it with `pbn resize --force`"
+    return None

@@ -334,7 +334,8 @@ def train(
     config = resolve(preset, mode, overrides)
     ws = _workspace(workspace)
     with console.progress("train", unit="steps") as bar:
-        summary = run_training(ws, config, run, resume, console.TrainReporter(bar), resume_epochs=epochs if resume else None)
+        summary = run_training(ws, config, run, resume, console.TrainReporter(bar), resume_epochs=epochs if resume else None,
+                               changes=overrides)
     console.out.print(
         f"train: run {summary.run}: {summary.epochs} epochs ({summary.stopped}); best val triplet accuracy "
         f"{summary.best:.3f}; checkpoints in {ws.runs / summary.run / 'checkpoints'}"
@@ -589,6 +590,11 @@ def runs(
         table.add_row(r["run"], r["mode"] or "", r["backbone"] or "", str(r["epochs"]), num(r["best_val_triplet_accuracy"]),
                       num(r["test_triplet_accuracy"]), num(r["test_pair_auc"]))
     console.out.print(table)
+    for r in rows:
+        if r["damaged"]:
+            console.out.print(f"run {r['run']}: damaged, shown without them: {', '.join(r['damaged'])} "
+                              f"(re-run `pbn eval --run {r['run']}` for metrics.json; config.json and history.parquet "
+                              "are rewritten by `pbn train --resume`)")
 
 
 @command
@@ -635,12 +641,15 @@ def status(
         return
     table = Table("stage", "done", "rows", "rejected", "when", "state", title=f"workspace {workspace}")
     for r in rows:
-        state = {"up to date": "[green]up to date[/]", "stale": f"[yellow]stale[/] ({r['why']})", "not run": "[dim]not run[/]"}[r["state"]]
+        state = {"up to date": "[green]up to date[/]", "stale": f"[yellow]stale[/] ({r['why']})", "not run": "[dim]not run[/]",
+                 "damaged": "[red]damaged[/] (below)"}[r["state"]]
         table.add_row(r["stage"], "yes" if r["done"] else "no", str(r["rows"] or ""), str(r["rejected"] or ""), (r["when"] or "")[:16], state)
     console.out.print(table)
     for r in rows:
         if r["notes"]:
             console.out.print(f"{r['stage']}: {r['notes']}")
+        if r["state"] == "damaged":
+            console.out.print(f"[red]{r['stage']} damaged:[/] {r['why']}", markup=True)
 
 
 def main() -> None:

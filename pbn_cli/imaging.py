@@ -174,9 +174,13 @@ def _decode(path: str, size: int, fit: str, max_pixels: int) -> Image.Image:
 
 
 def _finish(im: Image.Image, size: int, fit: str) -> np.ndarray:
-    im = _to_rgb(ImageOps.exif_transpose(im))
+    im = ImageOps.exif_transpose(im)
+    if im.mode != "L":  # grey stays one channel until it is small: a third of the memory
+        im = _to_rgb(im)
     out_size, box = _fit_box(im.width, im.height, size, fit)
     im = im.resize(out_size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
     if fit == "pad":
         canvas = Image.new("RGB", (size, size), (0, 0, 0))
         canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))

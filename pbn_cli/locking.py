@@ -55,6 +55,13 @@ def holder_of(path: Path) -> dict | None:
         return None
 
 
+def check_free(path: Path, what: str) -> None:
+    """Refuse at once, naming the holder, when a live process writes ``what`` (lock at ``path``)."""
+    holder = holder_of(Path(path))
+    if holder is not None:
+        raise LockedError(f"{what} is being written by {_describe(holder)}; wait for it to finish or stop it first")
+
+
 @contextlib.contextmanager
 def hold(path: Path, what: str) -> Iterator[None]:
     """Hold the lock ``path`` while writing ``what``; refuse if a live process has it."""

@@ -46,6 +46,8 @@ class Run:
         return self.folder / "lock"
 
     def checkpoint(self, which: str) -> Path:
+        if which not in ("best", "last"):
+            raise InputError(f"--checkpoint must be best or last, got {which!r}")
         return self.best if which == "best" else self.last
 
 
@@ -80,10 +82,18 @@ def summarize(run: Run) -> dict:
 
     import pandas as pd
 
-    config = json.loads(run.config.read_text()) if run.config.exists() else {}
-    history = pd.read_parquet(run.history) if run.history.exists() else pd.DataFrame()
-    test = run.folder / "eval" / "test" / "metrics.json"
-    figures = json.loads(test.read_text()) if test.exists() else {}
+    damaged = []
+
+    def load(path: Path, read, empty):
+        try:
+            return read(path) if path.exists() else empty
+        except Exception:  # one damaged file must not hide the other runs
+            damaged.append(path.name)
+            return empty
+
+    config = load(run.config, lambda p: json.loads(p.read_text()), {})
+    history = load(run.history, pd.read_parquet, pd.DataFrame())
+    figures = load(run.folder / "eval" / "test" / "metrics.json", lambda p: json.loads(p.read_text()), {})
     best = history["val_triplet_accuracy"].max() if "val_triplet_accuracy" in history else None
     return {
         "run": run.name,
@@ -94,4 +104,5 @@ def summarize(run: Run) -> dict:
         "best_val_triplet_accuracy": None if best is None or best != best else float(best),
         "test_triplet_accuracy": figures.get("triplet_accuracy"),
         "test_pair_auc": figures.get("pair_auc"),
+        "damaged": damaged,
     }

@@ -2,39 +2,48 @@
 
 from __future__ import annotations
 
+from pbn_cli import cache
+from pbn_cli.errors import PbnError
 from pbn_cli.manifest import read_manifest, read_record
 from pbn_cli.workspace import UPSTREAM, Workspace
 
 
 def workspace_status(ws: Workspace) -> list[dict]:
+    """A row per stage; a damaged manifest or cache is reported on its row, not raised."""
     rows = []
+    damaged: set[str] = set()
     for stage, up in UPSTREAM.items():
-        record = ws.record(stage)
-        rejected = read_record(ws.rejected(stage))
-        row = {
-            "stage": stage,
-            "done": record is not None,
-            "rows": record.rows if record else None,
-            "rejected": rejected.rows if record and rejected else None,
-            "when": record.created if record else None,
-            "state": "not run",
-            "why": "",
-            "notes": "",
-        }
-        if record is not None:
-            row["state"] = "up to date"
-            if ws.is_stale(stage):
-                row["state"] = "stale"
-                up_record = ws.record(up)
-                if up_record is None:
-                    row["why"] = f"{up} is missing"
-                elif record.inputs.get(up) != up_record.fingerprint:
-                    row["why"] = f"{up} was re-run since"
-                else:
-                    row["why"] = f"{up} is stale"
-        if stage == "resize" and record is not None:
-            row["notes"] = _near_duplicate_note(ws)
+        row = {"stage": stage, "done": False, "rows": None, "rejected": None, "when": None, "state": "not run",
+               "why": "", "notes": ""}
         rows.append(row)
+        try:
+            record = ws.record(stage)
+            rejected = read_record(ws.rejected(stage)) if record else None
+        except PbnError as err:
+            row.update(done=True, state="damaged", why=str(err))
+            damaged.add(stage)
+            continue
+        if record is None:
+            continue
+        row.update(done=True, rows=record.rows, rejected=rejected.rows if rejected else None, when=record.created,
+                   state="up to date")
+        if up in damaged:
+            row.update(state="stale", why=f"{up} is damaged")
+        elif ws.is_stale(stage):
+            row["state"] = "stale"
+            up_record = ws.record(up)
+            if up_record is None:
+                row["why"] = f"{up} is missing"
+            elif record.inputs.get(up) != up_record.fingerprint:
+                row["why"] = f"{up} was re-run since"
+            else:
+                row["why"] = f"{up} is stale"
+        if stage == "resize":
+            problem = cache.problem(cache.cache_path(ws.cache, int(record.params.get("size", 256))))
+            if problem:
+                row.update(state="damaged", why=problem)
+            else:
+                row["notes"] = _near_duplicate_note(ws)
     return rows
 
 

@@ -175,7 +175,7 @@ def test_malicious_checkpoint_is_refused(tmp_path):
 
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"format": 1, "model": Payload()}))
-    with pytest.raises(PbnError, match="not a loadable pbn checkpoint"):
+    with pytest.raises(PbnError, match="cannot be loaded as a pbn checkpoint"):
         checkpoint.load(path)
     assert not marker.exists()
 

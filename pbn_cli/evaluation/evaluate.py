@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from pbn_cli import locking
-from pbn_cli.atomic import write_text
-from pbn_cli.errors import InputError
+from pbn_cli.atomic import read_json, write_text
+from pbn_cli.errors import InputError, PbnError
 from pbn_cli.evaluation import bootstrap, calibration, metrics, report
 from pbn_cli.evaluation.embed import embed_images
 from pbn_cli.manifest import Record, write_manifest
@@ -130,7 +130,10 @@ def _enough_pairs(rows, minimum: int = 20) -> bool:
 def save_calibration(run: Run, which: str, calib: dict) -> None:
     """Record the verdict calibration of one checkpoint in runs/<run>/calibration.json."""
     path = run.folder / "calibration.json"
-    current = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        current = read_json(path, "") or {}
+    except PbnError:
+        current = {}  # a damaged calibration file is replaced by this evaluation's
     current[which] = calib
     write_text(path, json.dumps(current, indent=2))
 
@@ -150,6 +153,7 @@ def evaluate_baseline(
 
     if name not in BASELINES:
         raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+    _check_sampling(n_triplets, group_size)
     data = CacheData(ws)
     rows = _rows_to_evaluate(data, split)
     folder = ws.root / "baselines" / name / split
@@ -198,7 +202,14 @@ def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: d
 def baseline_metrics(ws: Workspace, split: str, name: str = "color-hist") -> dict | None:
     """The stored figures of a baseline on ``split``, if it was computed."""
     path = ws.root / "baselines" / name / split / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, f"re-create it with `pbn eval --baseline {name} --split {split}`")
+
+
+def _check_sampling(n_triplets: int, group_size: int) -> None:
+    if n_triplets < 1:
+        raise InputError(f"--triplets must be at least 1, got {n_triplets}")
+    if group_size < 2:
+        raise InputError(f"--group-size must be at least 2 (pairs need two paintings), got {group_size}")
 
 
 def evaluate(
@@ -213,6 +224,7 @@ def evaluate(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluation:
+    _check_sampling(n_triplets, group_size)
     run: Run = run_for(ws, run_name) if run_name else latest_run(ws)
     ckpt = run.checkpoint(which)
     if not ckpt.exists():
@@ -220,6 +232,7 @@ def evaluate(
     device = select_device(device_name)
     model, config, state = load_model(ckpt, device)
     data = CacheData(ws)
+    checkpoint.check_cache(state, data.size, run.name)
     rows = _rows_to_evaluate(data, split)
     folder = run.folder / "eval" / (split if which == "best" else f"{split}-{which}")
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
@@ -245,7 +258,7 @@ def evaluate(
                        calibration_fitted_on=fit_split)
         save_calibration(run, which, calib)
         pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs)
-        config_dict = json.loads(run.config.read_text()) if run.config.exists() else config.to_dict()
+        config_dict = config.to_dict()
         counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"
                   for name in ("train", "val", "test") for part in [data.split(name)]}
         report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {state['epoch']})",

@@ -10,7 +10,6 @@ the workspace.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from pbn_cli import imaging
+from pbn_cli.atomic import read_json
 from pbn_cli.errors import InputError, PbnError
 from pbn_cli.evaluation import calibration
 from pbn_cli.evaluation.embed import embed_images
@@ -74,13 +74,14 @@ def from_run(ws: Workspace, run_name: str | None, which: str = "best") -> Traine
         raise InputError(f"run {run.name} has no {which} checkpoint; train it with `pbn train`")
     state = checkpoint.load(path)
     calib_path = run.folder / "calibration.json"
-    calib = json.loads(calib_path.read_text()).get(which) if calib_path.exists() else None
+    calib = (read_json(calib_path, f"re-create it with `pbn eval --run {run.name}`") or {}).get(which)
     if not calib or calib.get("epoch") != state["epoch"]:
         raise InputError(
             f"run {run.name} has no calibration for its {which} checkpoint (epoch {state['epoch']}); "
             f"run `pbn eval --run {run.name}` first"
         )
     resize = ws.require("resize")
+    checkpoint.check_cache(state, int(resize.params["size"]), run.name)
     return TrainedModel(run.name, TrainConfig.from_dict(state["config"]), state["model"], calib,
                         int(resize.params["size"]), resize.params.get("fit", "crop"))
 

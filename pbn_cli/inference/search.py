@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from pbn_cli import locking
-from pbn_cli.errors import InputError
+from pbn_cli.errors import InputError, PbnError
 from pbn_cli.evaluation.embed import embed_images
 from pbn_cli.inference.model import TrainedModel
 from pbn_cli.manifest import Record, read_manifest, read_record, write_manifest
@@ -40,9 +40,12 @@ def workspace_embeddings(ws: Workspace, model: TrainedModel, which: str, device:
     data = CacheData(ws)
     path = run_for(ws, model.name).folder / "search" / f"{which}.parquet"
     inputs = {**data.fingerprints, "epoch": str(model.calibration.get("epoch"))}
-    record = read_record(path)
-    if record is not None and record.inputs == inputs:
-        return read_manifest(path)[0]
+    try:
+        record = read_record(path)
+        if record is not None and record.inputs == inputs:
+            return read_manifest(path)[0]
+    except PbnError:
+        pass  # a damaged cache of embeddings is computed again
     with locking.hold(path.parent / f"{which}.lock", f"search embeddings {path}"):
         table = data.table
         rows = table["cache_row"].to_numpy(np.int64)

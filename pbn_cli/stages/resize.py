@@ -76,21 +76,22 @@ class _Journal:
     def read(self, size: int, fit: str) -> tuple[int, list, dict] | None:
         if not self.path.exists():
             return None
-        lines = self.path.read_text().splitlines()
-        try:
+        lines = self.path.read_bytes().decode("utf-8", "replace").splitlines()
+        try:  # a damaged plan means starting afresh: the journal is only a record of work done
             plan = json.loads(lines[0])
-        except (IndexError, ValueError):
-            return None
-        if plan.get("size") != size or plan.get("fit") != fit:
+            if plan.get("size") != size or plan.get("fit") != fit:
+                return None
+            rows, items = int(plan["rows"]), list(plan["items"])
+        except (IndexError, ValueError, TypeError, AttributeError, KeyError):
             return None
         done = {}
         for line in lines[1:]:
             try:
                 image_id, row, reason, h = json.loads(line)
-            except ValueError:
+            except (ValueError, TypeError):
                 break  # a line cut short by a kill: everything after it is redone
             done[image_id] = (row, reason, h)
-        return plan["rows"], plan["items"], done
+        return rows, items, done
 
     def start(self, size: int, fit: str, rows: int, items: list) -> None:
         """Record the plan: the cache will hold ``rows`` rows; ``items`` are [image_id, path, row]."""

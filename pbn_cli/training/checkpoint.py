@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from pbn_cli.atomic import write_bytes
-from pbn_cli.errors import PbnError
+from pbn_cli.errors import InputError, PbnError
 
 FORMAT = 1
 
@@ -25,6 +25,21 @@ def save(path: Path, state: dict) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def check_cache(state: dict, cache_size: int, run: str) -> None:
+    """Refuse to use a run's network on a cache of another size than the one it trained on."""
+    trained = state.get("cache_size")
+    config = state.get("config", {})
+    input_size = config.get("model", {}).get("input_size", 0)
+    if trained is not None and trained != cache_size:
+        raise InputError(
+            f"run {run} was trained on a {trained}-px cache but the workspace's cache is now {cache_size} px; "
+            f"re-run `pbn resize --size {trained} --force`, or train a new run on this cache"
+        )
+    if config.get("view") == "crop" and input_size > cache_size:
+        raise InputError(f"run {run} sees {input_size}-px crops, larger than the workspace's {cache_size}-px cache; "
+                         f"re-run `pbn resize --size {input_size} --force` or larger")
+
+
 def load(path: Path, map_location="cpu") -> dict:
     """The checkpoint at ``path``; refuses anything that is not plain tensors and containers."""
     if not Path(path).exists():
@@ -32,9 +47,10 @@ def load(path: Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
+        reason = str(err).splitlines()[0].split(". ")[0][:160] if str(err) else type(err).__name__
         raise PbnError(
-            f"{path} is not a loadable pbn checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            "it may be damaged or unsafe: retrain, or resume from another checkpoint"
+            f"{path} cannot be loaded as a pbn checkpoint ({reason}): it is damaged, or holds more than plain data; "
+            "use the run's other checkpoint (--checkpoint best or last) or train again"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise PbnError(f"{path} is not a pbn checkpoint")

@@ -115,5 +115,11 @@ def check(c: TrainConfig) -> None:
         problems.append("--epochs, --batch-size and --lr must be positive")
     if c.model.input_size < 32:
         problems.append("--input-size must be at least 32")
+    if c.model.embedding_dim is not None and c.model.embedding_dim < 1:
+        problems.append("--embedding-dim must be at least 1")
+    if c.triplet_margin <= 0 or c.pair_margin <= 0:
+        problems.append("--margin must be positive")
+    if c.max_minutes is not None and c.max_minutes <= 0:
+        problems.append("--max-minutes must be positive")
     if problems:
         raise InputError("; ".join(problems))

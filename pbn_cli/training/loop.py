@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ import torch
 
 from pbn_cli import locking
 from pbn_cli.atomic import write_text
-from pbn_cli.errors import InputError, PbnError
+from pbn_cli.errors import InputError, LockedError, PbnError
 from pbn_cli.evaluation import metrics
 from pbn_cli.evaluation.embed import embed_images
 from pbn_cli.evaluation.plots import training_curves
@@ -193,10 +194,12 @@ def _scheduler(config: TrainConfig, optimizer):
 def _pick_run(ws: Workspace, config: TrainConfig, name: str | None, resume: bool) -> Run:
     if resume:
         run = run_for(ws, name) if name else latest_run(ws)
+        locking.check_free(run.lock, f"run {run.name}")
         if not run.last.exists():
             raise InputError(f"run {run.name} has no checkpoint to resume from ({run.last} is missing)")
         return run
     run = run_for(ws, name or new_name(config.mode, config.model.backbone))
+    locking.check_free(run.lock, f"run {run.name}")
     if run.folder.exists() and any(run.folder.iterdir()):
         raise InputError(f"run {run.name} already exists; continue it with `pbn train --run {run.name} --resume` or pick another --run")
     return run
@@ -209,8 +212,12 @@ def train(
     resume: bool = False,
     reporter: Reporter | None = None,
     resume_epochs: int | None = None,
+    changes: dict | None = None,
 ) -> Summary:
-    """Train ``config`` into a new run (or continue ``run_name`` with ``resume``)."""
+    """Train ``config`` into a new run (or continue ``run_name`` with ``resume``).
+
+    ``changes`` are the options the user gave; with ``resume`` they must not
+    change the run's recipe (only epochs, time budget, device and compile)."""
     reporter = reporter or Reporter()
     device = select_device(config.device)
     dist = distributed.setup(device.type)
@@ -224,27 +231,58 @@ def train(
                 picked = ("ok", _pick_run(ws, config, run_name, resume).name)
             except InputError as err:
                 picked = ("error", str(err))
+            except PbnError as err:  # another process holds the run
+                picked = ("locked", str(err))
         status, value = distributed.broadcast_object(dist, picked)
         if status == "error":
             raise InputError(value)
+        if status == "locked":
+            raise LockedError(value)
         run = Run(ws.runs / value)
+        fresh = dist.primary and not run.folder.exists()
         lock = locking.hold(run.lock, f"run {run.name}") if dist.primary else contextlib.nullcontext()
-        with lock:
-            with _stop_on_ctrl_c(reporter) as position:
-                return _train(ws, config, run, resume, resume_epochs, device, dist, reporter, position)
+        try:
+            with lock:
+                with _stop_on_ctrl_c(reporter) as position:
+                    return _train(ws, config, run, resume, resume_epochs, device, dist, reporter, position, changes)
+        except BaseException:
+            if fresh and not run.last.exists():  # failed before its first checkpoint: leave no empty run behind
+                shutil.rmtree(run.folder, ignore_errors=True)
+            raise
     finally:
         distributed.teardown(dist)
 
 
-def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, device, dist, reporter, position) -> Summary:
+RESUMABLE = {"epochs", "max_minutes", "device", "compile"}  # what --resume may change
+
+
+def _check_unchanged(name: str, stored: TrainConfig, changes: dict) -> None:
+    """Refuse --resume with options that would change the run's recipe."""
+    for key, value in changes.items():
+        if value is None or key in RESUMABLE:
+            continue
+        before = getattr(stored.model, key) if hasattr(stored.model, key) else getattr(stored, key, value)
+        if before != value:
+            option = "--" + key.replace("_", "-")
+            raise InputError(
+                f"run {name} was trained with {option} {before}; --resume continues it with its own recipe: "
+                f"drop {option} {value}, or train a new run"
+            )
+
+
+def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, device, dist, reporter, position,
+           changes: dict | None = None) -> Summary:
     state = checkpoint.load(run.last) if resume else None
     if state is not None:
+        _check_unchanged(run.name, TrainConfig.from_dict(state["config"]), changes or {})
         config = TrainConfig.from_dict(state["config"])
         if resume_epochs:
             config.epochs = resume_epochs
         config.device = str(device)
     torch.manual_seed(config.seed + dist.rank)
     data = CacheData(ws)
+    if state is not None:
+        checkpoint.check_cache(state, data.size, run.name)
     train_rows, val_rows = data.split("train"), data.split("val")
     if config.view == "crop" and config.model.input_size > data.size:
         raise InputError(f"--input-size {config.model.input_size} is larger than the cache's {data.size} px")
@@ -291,7 +329,7 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
             "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "best": best,
             "history": history, "aug_rng": aug_rng,
-            "run": run.name,
+            "run": run.name, "cache_size": data.size,
         }
 
     epoch = start_epoch

@@ -1,0 +1,63 @@
+"""Two at once: writers of the same thing are refused at once naming the first; others go ahead; readers read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from helpers import holds_a_lock, invoke, kill, one_error_line, start, wait_for
+
+from pbn_cli.stages.clean import clean
+from pbn_cli.stages.ingest import ingest
+from pbn_cli.synth import synth
+from pbn_cli.workspace import Workspace
+
+TINY = ["--preset", "quick", "--input-size", "32", "--embedding-dim", "16", "--batch-size", "16", "--device", "cpu"]
+
+
+def test_second_resize_is_refused_naming_the_first_and_readers_still_read(tmp_path):
+    synth(tmp_path / "data", artists=8, paintings=8, seed=5, min_size=900, max_size=1400)
+    ws = Workspace(tmp_path / "ws")
+    ingest(ws, tmp_path / "data/train_info.csv")
+    clean(ws)
+    assert invoke("split", "-w", ws.root).exit_code == 0
+    first = start("resize", "--workers", "1", "-w", ws.root)
+    try:
+        assert wait_for(lambda: holds_a_lock(ws.root, first.pid), first), "the first resize ended too soon"
+        second = invoke("resize", "-w", ws.root)
+        assert second.exit_code == 1
+        line = one_error_line(second.output)
+        assert f"pid {first.pid}" in line and "resize --workers 1" in line and first.poll() is None
+        status = invoke("status", "-w", ws.root)
+        assert status.exit_code == 0 and "split" in status.output
+    finally:
+        first.communicate()
+    assert first.returncode == 0
+    assert invoke("resize", "-w", ws.root).exit_code == 0  # the lock is free again
+
+
+def test_training_one_run_while_others_train_evaluate_and_read(tmp_path, evaluated_run):
+    ws = tmp_path / "ws"
+    shutil.copytree(evaluated_run, ws)
+    first = start("train", *TINY, "--epochs", "500", "--run", "a", "-w", ws)
+    try:
+        assert wait_for(lambda: holds_a_lock(ws / "runs/a", first.pid), first), first.stderr
+        for again in (["--run", "a"], ["--run", "a", "--resume"]):
+            refused = invoke("train", *TINY, "--epochs", "1", *again, "-w", ws)
+            assert refused.exit_code == 1 and f"pid {first.pid}" in one_error_line(refused.output)
+        other = invoke("train", *TINY, "--epochs", "1", "--run", "b", "-w", ws)
+        assert other.exit_code == 0, other.output
+        assert invoke("eval", "--run", "r", "--device", "cpu", "-w", ws).exit_code == 0
+        record = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])
+        paths = pd.read_parquet(ws / "manifests/split.parquet")["path"][:2]
+        a, b = (Path(record["extra"]["image_root"]) / p for p in paths)
+        for reader in (["status"], ["runs"], ["compare", a, b, "--run", "r", "--device", "cpu"],
+                       ["search", a, "--run", "r", "--device", "cpu"]):
+            result = invoke(*reader, "-w", ws)
+            assert result.exit_code == 0, (reader, result.output)
+        assert first.poll() is None, "the first training stopped before the others were tried"
+    finally:
+        kill(first)
