@@ -34,7 +34,7 @@ app = typer.Typer(
         "  pbn search a.jpg            the nearest paintings and their artists\n"
         "  pbn predict pairs.csv       probabilities for many pairs (a Kaggle submission)\n"
         "  pbn status                  what is done, what is stale\n\n"
-        "Start with `pbn demo`: every stage on synthetic paintings in about 5 minutes on a CPU."
+        "Start with `pbn demo`: every stage on synthetic paintings in about 4 minutes on a CPU."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -606,7 +606,7 @@ def demo(
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the paintings, the split and the training.")] = 0,
 ) -> None:
-    """The whole pipeline on synthetic paintings, in about 5 minutes on a laptop CPU.
+    """The whole pipeline on synthetic paintings, in about 4 minutes on a laptop CPU.
 
     synth -> ingest -> clean -> split -> resize -> train (quick preset) ->
     eval beside the colour baseline -> compare -> search, printing each

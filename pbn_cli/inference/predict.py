@@ -313,7 +313,7 @@ def embed_distinct(model, names: list[str], root: str, device, cache: EmbedCache
             pixels = np.concatenate([p for _, p in batch])
             with torch.inference_mode():
                 z = embed_images(net, lambda idx: pixels[idx], len(pixels), model.config.model.input_size,
-                                 model.config.view, model.config.model.normalize, device, batch_size=64)
+                                 model.config.view, model.config.model.normalize, device)
             for c, v in zip(codes, z):
                 vectors[c] = v
             unsaved.extend(codes)
