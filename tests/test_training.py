@@ -147,11 +147,12 @@ def test_existing_run_needs_resume_and_resume_needs_checkpoint(workspace_copy):
 
 
 def test_gpu_without_gpu_is_one_line(workspace_copy):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    result = CliRunner().invoke(app, ["train", "--preset", "quick", "--gpu", "-w", str(workspace_copy)])
-    assert result.exit_code == 2
-    assert result.output.strip() == "Error: --gpu: no CUDA GPU is visible to PyTorch here; train on the CPU with --device cpu"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "COLUMNS": "200"}  # no GPU, also on a machine that has one
+    result = subprocess.run([sys.executable, "-m", "pbn_cli", "train", "--preset", "quick", "--gpu", "-w", str(workspace_copy)],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: --gpu: no CUDA GPU is visible to PyTorch here; train on the CPU with --device cpu"
+    assert not (workspace_copy / "runs").exists() or not any((workspace_copy / "runs").iterdir())
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workspace_copy):
