@@ -12,7 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pandas as pd
 
 from pbn_cli import console
 
@@ -23,12 +22,12 @@ def _step(n: int, total: int, text: str) -> None:
 
 def _pick_paintings(ws: Path) -> tuple[Path, Path, Path]:
     """Two test paintings by one unseen artist and one by another: (a, same, other)."""
-    import json
+    from pbn_cli.manifest import read_manifest
+    from pbn_cli.paths import image_root
+    from pbn_cli.workspace import Workspace
 
-    import pyarrow.parquet as pq
-
-    split = pd.read_parquet(ws / "manifests/split.parquet")
-    root = Path(json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"])
+    split, record = read_manifest(Workspace(ws).manifest("split"))
+    root = Path(image_root(record))
     pool = split[split["split"] == "test"].sort_values("image_id")
     if pool["artist"].nunique() < 2:  # a tiny demo may hold out a single artist
         pool = split.sort_values("image_id")

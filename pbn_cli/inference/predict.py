@@ -23,6 +23,7 @@ written to a temporary file and moved into place only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import time
@@ -271,32 +272,35 @@ class Embedded:
     seconds: float = 0.0
 
 
-def embed_distinct(model, names: list[str], root: str, device, cache: EmbedCache | None, workers: int | None,
+def locate_all(names: list[str], root: str) -> tuple[dict[int, str], dict[int, str]]:
+    """The full path of each name found inside ``root`` and the reason for each that is not, by code."""
+    full: dict[int, str] = {}
+    absent: dict[int, str] = {}
+    for code, name in enumerate(names):
+        path, reason = locate(root, name)
+        if reason:
+            absent[code] = reason
+        else:
+            full[code] = path
+    return full, absent
+
+
+def embed_distinct(model, n: int, full: dict[int, str], device, cache: EmbedCache | None, workers: int | None,
                    on_start: Progress = None, on_progress: Progress = None) -> Embedded:
-    """Embeddings of every named image under ``root``; failures are returned, not raised."""
+    """Embeddings (n rows) of the files ``full`` maps codes to; unreadable ones are returned, not raised."""
     import torch
 
     from pbn_cli.evaluation.embed import embed_images
 
     t0 = time.monotonic()
     failed: dict[int, str] = {}
-    full: dict[int, str] = {}
-    for code, name in enumerate(names):
-        path, reason = locate(root, name)
-        if reason:
-            failed[code] = reason
-        else:
-            full[code] = path
     keys = {}
     for code, path in full.items():
         try:
             keys[code] = (path, *_file_key(path))
         except OSError as err:
             failed[code] = f"unreadable path: {err.strerror}"
-    lock_ctx = locking.hold(cache.folder / "lock", f"predict embeddings {cache.folder}") if cache else None
-    if lock_ctx:
-        lock_ctx.__enter__()
-    try:
+    with locking.hold(cache.folder / "lock", f"predict embeddings {cache.folder}") if cache else contextlib.nullcontext():
         known = cache.load() if cache else {}
         vectors: dict[int, np.ndarray] = {c: known[k] for c, k in keys.items() if k in known}
         todo = [(c, full[c]) for c in keys if c not in vectors]
@@ -343,11 +347,8 @@ def embed_distinct(model, names: list[str], root: str, device, cache: EmbedCache
         finally:
             if cache and unsaved:
                 cache.save([keys[c] for c in unsaved], np.stack([vectors[c] for c in unsaved]))
-    finally:
-        if lock_ctx:
-            lock_ctx.__exit__(None, None, None)
     dim = len(next(iter(vectors.values()))) if vectors else 1
-    emb = np.zeros((len(names), dim), np.float32)
+    emb = np.zeros((n, dim), np.float32)
     for c, v in vectors.items():
         emb[c] = v
     return Embedded(emb, failed, len(todo), len(keys) - len(todo), time.monotonic() - t0)
@@ -419,8 +420,6 @@ def predict(model, pairs_csv: Path, images: Path, output: Path, device, missing:
             cache: EmbedCache | None = None, workers: int | None = None,
             bar_factory: Callable | None = None) -> Prediction:
     """Read, embed, score and write; ``bar_factory(description, unit)`` gives progress bars (context managers)."""
-    import contextlib
-
     if missing not in MISSING:
         raise InputError(f"--missing must be error or fill, got {missing!r}")
     if not Path(images).is_dir():
@@ -437,22 +436,21 @@ def predict(model, pairs_csv: Path, images: Path, output: Path, device, missing:
         pairs = read_pairs(pairs_csv, *callbacks(bar))
     read_seconds = time.monotonic() - t0
     root = os.path.realpath(images)
-    if missing == "error":  # files that are not there: say so before any embedding
-        absent = {c: r for c, name in enumerate(pairs.names) for _, r in [locate(root, name)] if r}
-        if absent:
-            raise InputError(
-                f"{len(absent)} of the {len(pairs.names)} images in {pairs_csv} cannot be used: "
-                f"{describe_failures(pairs.names, absent)}; fix --images or pass --missing fill (their pairs get 0.5)"
-            )
+    full, absent = locate_all(pairs.names, root)
+    if absent and missing == "error":  # files that are not there: say so before any embedding
+        raise InputError(
+            f"{len(absent)} of the {len(pairs.names)} images in {pairs_csv} cannot be used: "
+            f"{describe_failures(pairs.names, absent)}; fix --images or pass --missing fill (their pairs get 0.5)"
+        )
     with bars("predict: embedding images", "images") as bar:
-        embedded = embed_distinct(model, pairs.names, root, device, cache, workers, *callbacks(bar))
+        embedded = embed_distinct(model, len(pairs.names), full, device, cache, workers, *callbacks(bar))
     if embedded.failed and missing == "error":
         raise InputError(
             f"{len(embedded.failed)} of the {len(pairs.names)} images in {pairs_csv} cannot be read: "
             f"{describe_failures(pairs.names, embedded.failed)}; fix them or pass --missing fill (their pairs get 0.5)"
         )
     bad = np.zeros(len(pairs.names), bool)
-    bad[list(embedded.failed)] = True
+    bad[[*absent, *embedded.failed]] = True
     t0 = time.monotonic()
     with bars("predict: scoring pairs", "pairs") as bar:
         if bar is not None:
