@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
-from pbn_cli.synth import synth
+from pbn_cli.data.synth import synth
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +31,11 @@ def small_set(tmp_path_factory) -> Path:
 
 def prepared_workspace(root: Path, artists: int, paintings: int, seed: int, size: int) -> Path:
     """A workspace with ingest, clean, split and resize done on a fresh synthetic set."""
+    from pbn_cli.core.workspace import Workspace
     from pbn_cli.stages.clean import clean
     from pbn_cli.stages.ingest import ingest
     from pbn_cli.stages.resize import resize
     from pbn_cli.stages.split import split
-    from pbn_cli.workspace import Workspace
 
     synth(root / "data", artists=artists, paintings=paintings, seed=seed, min_size=size, max_size=size * 2)
     ws = Workspace(root / "ws")

@@ -1,7 +1,6 @@
 """clean: duplicate files and artists with too few paintings."""
 
 import pandas as pd
-
 from conftest import pipeline
 
 

@@ -40,3 +40,41 @@ def test_help_does_not_import_torch_or_pandas():
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "pbn_cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("pbn ")
+
+
+def test_train_has_an_option_for_each_recipe_flag_and_every_field_is_accounted_for():
+    """A new TrainConfig/ModelConfig field must be a train option or be said not to be one."""
+    import dataclasses
+
+    import typer.main
+
+    from pbn_cli.model.embedder import ModelConfig
+    from pbn_cli.model.recipe import FLAGS, NOT_FLAGS, TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"} | {f.name for f in dataclasses.fields(ModelConfig)}
+    assert not set(FLAGS) & set(NOT_FLAGS)
+    assert set(FLAGS) | set(NOT_FLAGS) == fields
+    options = {p.name for p in typer.main.get_command(app).commands["train"].params}
+    assert set(FLAGS) <= options
+
+
+def test_every_train_flag_reaches_the_recipe(tmp_path):
+    """Each FLAGS option given on the command line changes the recipe stored in the run's config."""
+    from pbn_cli.training.presets import resolve
+
+    given = {"backbone": "resnet18", "input_size": 48, "embedding_dim": 7, "normalize": False, "pretrained": False,
+             "sampler": "random", "miner": "batch-hard", "batch_size": 12, "paintings_per_artist": 3, "epochs": 2,
+             "max_minutes": 1.5, "lr": 0.01, "view": "resize", "seed": 9, "device": "cpu", "compile": True}
+    from pbn_cli.model.recipe import FLAGS
+
+    assert set(given) == set(FLAGS)
+    config = resolve("quick", "triplet", given)
+    assert {name: config.get(name) for name in FLAGS} == given
+
+
+def test_gpu_is_one_shared_option():
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    helps = {c: next(p.help for p in commands[c].params if p.name == "gpu") for c in ("train", "eval", "predict")}
+    assert len(set(helps.values())) == 1

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,8 +9,32 @@ import pytest
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
+from pbn_cli.core.errors import PbnError
+from pbn_cli.core.progress import Progress
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.model import checkpoint
+from pbn_cli.training.loop import train
+from pbn_cli.training.presets import resolve
 
 runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert "Traceback" not in output and len(errors) == 1, output
+    return errors[0]
+
+
+def _painting_paths(ws, n: int = 2) -> list[str]:
+    import pyarrow.parquet as pq
+
+    split = pd.read_parquet(ws / "manifests/split.parquet")
+    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    return [os.path.join(root, p) for p in split["path"][:n]]
 
 
 def _two_paintings(ws):
@@ -101,3 +124,38 @@ def test_search_finds_neighbours_and_leaves_the_query_out(evaluated_run, tmp_pat
     assert (tmp_path / "s.png").exists()
     bad = runner.invoke(app, ["search", a, "--split", "nope", "-w", str(evaluated_run)])
     assert bad.exit_code == 2 and "--split must be one of all, train, val, test" in bad.output
+
+
+class _CtrlCAtStep(Progress):
+    """Stands in for the person at the terminal: Ctrl-C once, after training step ``at`` (counted from 1)."""
+
+    def __init__(self, at: int):
+        self.at, self.steps = at, 0
+
+    def advance(self, n: int = 1) -> None:
+        self.steps += n
+        if self.steps >= self.at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_mid_epoch_new_weights_are_not_judged_by_an_old_calibration(workspace_copy, tmp_path):
+    """Train, eval, resume, Ctrl-C mid-epoch: last.pt keeps the epoch number but not the weights eval calibrated."""
+    ws = Workspace(workspace_copy)
+    config = resolve("quick", "triplet", {"input_size": 32, "embedding_dim": 16, "batch_size": 8, "epochs": 1,
+                                          "device": "cpu"})
+    config.log_every = 1  # report every step, so the interruption lands after the first one
+    train(ws, config, run_name="c")
+    assert invoke("eval", "--run", "c", "--checkpoint", "last", "--device", "cpu", "-w", ws.root).exit_code == 0
+    with pytest.raises(PbnError, match="interrupted; run c saved at epoch 2, step 1"):
+        train(ws, config, run_name="c", resume=True, resume_epochs=2, progress=_CtrlCAtStep(1))
+    state = checkpoint.load(ws.runs / "c/checkpoints/last.pt")
+    assert (state["epoch"], state["step"]) == (1, 1)  # the epoch eval saw, with other weights
+    a, b = _painting_paths(ws.root)
+    for command in (["compare", a, b], ["search", a]):
+        result = invoke(*command, "--run", "c", "--checkpoint", "last", "--device", "cpu", "-w", ws.root)
+        assert result.exit_code == 2
+        assert one_error_line(result.output) == (
+            "Error: run c has no calibration for the weights of its last checkpoint (epoch 1, changed since the last "
+            "eval); run `pbn eval --run c --checkpoint last` first")
+    assert invoke("eval", "--run", "c", "--checkpoint", "last", "--device", "cpu", "-w", ws.root).exit_code == 0
+    assert invoke("compare", a, b, "--run", "c", "--checkpoint", "last", "--device", "cpu", "-w", ws.root).exit_code == 0

@@ -1,7 +1,6 @@
 """eval: outputs, agreement with independent code, calibration, baseline, determinism."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pbn_cli import imaging
-from pbn_cli.imaging import ImageReadError, load_rgb, read_header
+from pbn_cli.data import imaging
+from pbn_cli.data.imaging import ImageReadError, load_rgb, read_header
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

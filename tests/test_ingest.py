@@ -4,9 +4,8 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
-
 from conftest import pipeline
+from PIL import Image
 
 
 def _rejected(ws: Path, stage: str) -> pd.DataFrame:

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from conftest import prepared_workspace
 from typer.testing import CliRunner
 
-from conftest import prepared_workspace
 from pbn_cli.cli import app
 
 

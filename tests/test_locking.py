@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from pbn_cli.errors import LockedError
-from pbn_cli.locking import hold, holder_of
+from pbn_cli.core.errors import LockedError
+from pbn_cli.core.locking import hold, holder_of
 
 HOLD_AND_WAIT = """
 import sys, time
-from pbn_cli.locking import hold
+from pbn_cli.core.locking import hold
 with hold(sys.argv[1], "test"):
     print("locked", flush=True)
     time.sleep(60)

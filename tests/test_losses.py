@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pbn_cli.model.losses import ContrastiveLoss, TripletLoss
-from pbn_cli.model.mining import mined_pair_loss, mined_triplet_loss
+from pbn_cli.model.mining import distance_matrix, mined_pair_loss, mined_triplet_loss, pair_masks, triplet_mask
 
 
 def test_contrastive_hand_computed():
@@ -64,13 +64,13 @@ def _naive_triplets(emb, labels, keep):
 def test_all_triplets_equal_a_naive_loop():
     emb, labels = _batch()
     expected = _naive_triplets(emb, labels, lambda d, a, p, n: True)
-    assert mined_triplet_loss(emb, labels, "all", 0.2).item() == pytest.approx(expected, abs=1e-5)
+    assert mined_triplet_loss(emb, labels, "all", TripletLoss(0.2)).item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_semihard_equals_a_naive_loop():
     emb, labels = _batch()
     expected = _naive_triplets(emb, labels, lambda d, a, p, n: d[a][p] < d[a][n] < d[a][p] + 0.2)
-    assert mined_triplet_loss(emb, labels, "semihard", 0.2).item() == pytest.approx(expected, abs=1e-5)
+    assert mined_triplet_loss(emb, labels, "semihard", TripletLoss(0.2)).item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_batch_hard_equals_a_naive_loop():
@@ -81,7 +81,7 @@ def test_batch_hard_equals_a_naive_loop():
         pos = max(d[a][x] for x in range(12) if labels[x] == labels[a] and x != a)
         neg = min(d[a][x] for x in range(12) if labels[x] != labels[a])
         per.append(max(0.0, pos - neg + 0.2))
-    assert mined_triplet_loss(emb, labels, "batch-hard", 0.2).item() == pytest.approx(sum(per) / 12, abs=1e-5)
+    assert mined_triplet_loss(emb, labels, "batch-hard", TripletLoss(0.2)).item() == pytest.approx(sum(per) / 12, abs=1e-5)
 
 
 def test_mined_pair_loss_is_half_positive_half_negative():
@@ -90,14 +90,83 @@ def test_mined_pair_loss_is_half_positive_half_negative():
     pos = [0.5 * d[i][j] ** 2 for i, j in itertools.combinations(range(12), 2) if labels[i] == labels[j]]
     neg = [0.5 * max(0.0, 0.5 - d[i][j]) ** 2 for i, j in itertools.combinations(range(12), 2) if labels[i] != labels[j]]
     expected = 0.5 * (sum(pos) / len(pos) + sum(neg) / len(neg))
-    assert mined_pair_loss(emb, labels, "all", 0.5).item() == pytest.approx(expected, abs=1e-5)
+    assert mined_pair_loss(emb, labels, "all", ContrastiveLoss(0.5)).item() == pytest.approx(expected, abs=1e-5)
     for miner in ("semihard", "batch-hard"):
-        assert torch.isfinite(mined_pair_loss(emb, labels, miner, 0.5))
+        assert torch.isfinite(mined_pair_loss(emb, labels, miner, ContrastiveLoss(0.5)))
 
 
 def test_mined_losses_have_finite_gradients_with_duplicate_embeddings():
     emb = torch.zeros(8, 4, requires_grad=True)  # every distance 0: the sqrt must not give NaN
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    for loss in (mined_triplet_loss(emb, labels, "semihard", 0.2), mined_pair_loss(emb, labels, "all", 0.5)):
+    for loss in (mined_triplet_loss(emb, labels, "semihard", TripletLoss(0.2)), mined_pair_loss(emb, labels, "all", ContrastiveLoss(0.5))):
         loss.backward()
         assert torch.isfinite(emb.grad).all()
+
+
+def _selected(mask) -> set:
+    return {tuple(int(i) for i in idx) for idx in mask.nonzero()}
+
+
+def _naive_triplet_selection(d, labels, miner, margin):
+    n = len(labels)
+    valid = {(a, p, q) for a, p, q in itertools.product(range(n), repeat=3)
+             if a != p and labels[a] == labels[p] and labels[q] != labels[a]}
+    if miner == "all":
+        return valid
+    if miner == "semihard":
+        semi = {(a, p, q) for a, p, q in valid if d[a][p] < d[a][q] < d[a][p] + margin}
+        return semi or valid
+    picked = set()
+    for a in range(n):
+        pos = [x for x in range(n) if x != a and labels[x] == labels[a]]
+        neg = [x for x in range(n) if labels[x] != labels[a]]
+        picked.add((a, max(pos, key=lambda x: d[a][x]), min(neg, key=lambda x: d[a][x])))
+    return picked
+
+
+@pytest.mark.parametrize("miner", ["all", "semihard", "batch-hard"])
+@pytest.mark.parametrize("margin", [0.05, 0.3, 5.0])
+def test_triplet_miners_select_what_a_naive_loop_selects(miner, margin):
+    emb, labels = _batch()
+    d = distance_matrix(emb.double())
+    expected = _naive_triplet_selection(d.tolist(), labels.tolist(), miner, margin)
+    assert _selected(triplet_mask(d, labels, miner, margin)) == expected
+
+
+def test_semihard_falls_back_to_every_valid_triplet_when_none_is_semihard():
+    emb, labels = _batch()
+    d = distance_matrix(emb.double())
+    assert _selected(triplet_mask(d, labels, "semihard", 1e-9)) == _selected(triplet_mask(d, labels, "all", 1e-9))
+
+
+@pytest.mark.parametrize("miner", ["all", "semihard", "batch-hard"])
+def test_pair_miners_select_what_a_naive_loop_selects(miner):
+    emb, labels = _batch()
+    d = distance_matrix(emb.double())
+    dl, lab, n, margin = d.tolist(), labels.tolist(), len(labels), 0.9
+    if miner == "batch-hard":
+        pos = {(a, max((x for x in range(n) if x != a and lab[x] == lab[a]), key=lambda x: dl[a][x])) for a in range(n)}
+        neg = {(a, min((x for x in range(n) if lab[x] != lab[a]), key=lambda x: dl[a][x])) for a in range(n)}
+    else:
+        pos = {(i, j) for i, j in itertools.combinations(range(n), 2) if lab[i] == lab[j]}
+        neg = {(i, j) for i, j in itertools.combinations(range(n), 2) if lab[i] != lab[j]}
+        if miner == "semihard":
+            neg = {(i, j) for i, j in neg if dl[i][j] < margin} or neg
+    got_pos, got_neg = pair_masks(d, labels, miner, margin)
+    assert (_selected(got_pos), _selected(got_neg)) == (pos, neg)
+    assert 0 < len(neg) < n * n  # the margin really selects
+
+
+def test_mining_uses_the_loss_classes_formula_and_distance():
+    """A loss with another distance changes the mined loss: mining does not rewrite the formula."""
+    emb, labels = _batch()
+
+    def manhattan(a, b):
+        return (a - b).abs().sum(-1)
+
+    loss = TripletLoss(0.2, distance=manhattan)
+    d = distance_matrix(emb, manhattan)
+    mask = triplet_mask(d, labels, "all", 0.2)
+    a, p, q = mask.nonzero().T
+    expected = loss.per_sample(emb[a], emb[p], emb[q]).mean()
+    assert mined_triplet_loss(emb, labels, "all", loss).item() == pytest.approx(expected.item(), abs=1e-5)

@@ -5,9 +5,9 @@ import os
 import pandas as pd
 import pytest
 
-from pbn_cli import manifest
-from pbn_cli.errors import PbnError
-from pbn_cli.manifest import Record, read_manifest, read_record, write_manifest
+from pbn_cli.core import manifest
+from pbn_cli.core.errors import PbnError
+from pbn_cli.core.manifest import Record, read_manifest, read_record, write_manifest
 
 
 def test_provenance_round_trips(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pbn_cli.evaluation import metrics
+from pbn_cli.model import metrics
 
 
 def _random(n=120, artists=12, dim=8, seed=0):
@@ -107,3 +107,17 @@ def test_perfect_embeddings_score_one():
     assert metrics.pair_auc(emb, artists, 0)[0] == 1.0
     assert metrics.retrieval(emb, artists)[:2] == (1.0, 1.0)
     assert math.isnan(metrics.triplet_accuracy(emb, t[:0]))
+
+
+def test_eval_figures_are_the_tested_metric_functions():
+    """compute_metrics (what eval ships) gives what the functions tested above give on the same triplets."""
+    from pbn_cli.evaluation.figures import compute_metrics
+
+    emb, artists = _random(150, 10)
+    out = compute_metrics(emb, artists, seed=3, n_triplets=1001, group_size=1800, replicates=20)
+    triplets = metrics.sample_triplets(artists, 1001, 3)
+    assert out["triplet_accuracy"] == metrics.triplet_accuracy(emb, triplets)
+    assert out["reference_batch4_accuracy"] == metrics.reference_batch4_accuracy(emb, triplets)
+    assert out["pair_auc"] == pytest.approx(metrics.pair_auc(emb, artists, 3)[0], abs=1e-6)
+    p1, map_r, _ = metrics.retrieval(emb, artists)
+    assert (out["precision_at_1"], out["map_at_r"]) == (p1, map_r)

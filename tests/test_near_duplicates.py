@@ -4,11 +4,11 @@ import io
 
 import numpy as np
 import pandas as pd
+from conftest import pipeline
 from PIL import Image
 
-from conftest import pipeline
-from pbn_cli.near_duplicates import hamming, near_duplicate_groups, phash
-from pbn_cli.synth import make_hand, paint
+from pbn_cli.data.near_duplicates import hamming, near_duplicate_groups, phash
+from pbn_cli.data.synth import make_hand, paint
 
 
 def _brute_groups(hashes, t):

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
-from pbn_cli.errors import InputError
-from pbn_cli.evaluation.calibration import probability
-from pbn_cli.inference.predict import pair_distances, read_pairs
+from pbn_cli.core.errors import InputError
+from pbn_cli.inference.pairs import pair_distances, read_pairs
+from pbn_cli.model.calibration import probability
 
 runner = CliRunner()
 

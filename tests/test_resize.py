@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import pipeline
 from PIL import Image
 
-from conftest import pipeline
-from pbn_cli.synth import synth
+from pbn_cli.data.synth import synth
 
 
 def _sha(path) -> str:

@@ -3,10 +3,10 @@
 import math
 
 import pandas as pd
+from conftest import pipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import pipeline
 from pbn_cli.stages.split import assign_splits
 
 artists_st = st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=60, unique=True)

@@ -5,7 +5,7 @@ import hashlib
 import pandas as pd
 from PIL import Image
 
-from pbn_cli.synth import QUIRKS, synth
+from pbn_cli.data.synth import QUIRKS, synth
 
 
 def test_same_seed_same_files(tmp_path):

@@ -16,13 +16,13 @@ import torch
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
-from pbn_cli.errors import InputError, PbnError
+from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.model import checkpoint
 from pbn_cli.model.embedder import Embedder, ModelConfig
-from pbn_cli.training import checkpoint
-from pbn_cli.training.config import resolve
-from pbn_cli.training.data import CacheData, PKSampler, RandomSampler
-from pbn_cli.training.loop import train
-from pbn_cli.workspace import Workspace
+from pbn_cli.data.cache import CacheData
+from pbn_cli.training.batches import PKSampler, RandomSampler
+from pbn_cli.training.presets import resolve
 
 TINY = ["--preset", "quick", "--input-size", "32", "--embedding-dim", "16", "--batch-size", "16", "--device", "cpu"]
 

@@ -1,1 +1,1 @@
-"""Evaluation: embeddings, the metrics of docs/metrics.md, plots and reports."""
+"""`pbn eval`: every figure with its interval, baselines that learn nothing, plots and the report."""

@@ -1,57 +1,17 @@
-"""Pictures (matplotlib, Agg backend, PNG), written atomically."""
+"""The report's pictures: ROC, distance histograms, the model's mistakes, a map of the paintings."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import pandas as pd
-
-from pbn_cli.atomic import write_bytes
-
-
-def _pyplot():
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # CJK and other scripts render where such fonts are installed; elsewhere a box, not a warning
-    matplotlib.rcParams["font.sans-serif"] = ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei", "Arial Unicode MS"]
-    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-    return plt
-
-
-def save_figure(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    write_bytes(path, buf.getvalue())
-
-
-def training_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
-    """Training loss and validation metrics per epoch."""
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.plot(history["epoch"], history["train_loss"], marker="o", color="tab:red")
-    left.set(xlabel="epoch", ylabel="training loss (mean per sample)", title="loss")
-    for col, label in (("val_triplet_accuracy", "val triplet accuracy"), ("val_pair_auc", "val pair AUC")):
-        if col in history and history[col].notna().any():
-            right.plot(history["epoch"], history[col], marker="o", label=label)
-    right.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
-    right.set(xlabel="epoch", ylim=(0.4, 1.0), title="validation")
-    right.legend(loc="lower right")
-    fig.suptitle(title)
-    save_figure(fig, path)
+from pbn_cli.core.figures import pyplot, save_figure, short
 
 
 def roc_curve(scores, same, auc: float, path: Path) -> None:
     """ROC of -distance for "same artist"."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     order = np.argsort(-scores, kind="stable")
     y = same[order]
     tpr = np.r_[0, np.cumsum(y) / max(y.sum(), 1)]
@@ -68,7 +28,7 @@ def roc_curve(scores, same, auc: float, path: Path) -> None:
 def distance_histograms(d, same, threshold: float, path: Path) -> None:
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     bins = np.linspace(0, float(np.percentile(d, 99.5)) * 1.05 + 1e-9, 60)
     ax.hist(d[~same], bins=bins, density=True, alpha=0.6, color="tab:red", label=f"different artists ({(~same).sum():,})")
@@ -81,7 +41,7 @@ def distance_histograms(d, same, threshold: float, path: Path) -> None:
 
 def triplet_sheet(images, artists, triplets, dp, dn, path: Path, title: str) -> None:
     """Rows of anchor, positive, negative thumbnails; distances in the titles; green when right."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(triplets)
     fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.3 * n), squeeze=False)
     for r, (t, a, b) in enumerate(zip(triplets, dp, dn)):
@@ -91,7 +51,7 @@ def triplet_sheet(images, artists, triplets, dp, dn, path: Path, title: str) -> 
             ax.imshow(images[idx])
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{label}\n{_short(artists[idx])}", fontsize=8)
+            ax.set_title(f"{label}\n{short(artists[idx])}", fontsize=8)
             for spine in ax.spines.values():
                 spine.set_edgecolor("tab:green" if ok else "tab:red")
                 spine.set_linewidth(3)
@@ -102,7 +62,7 @@ def triplet_sheet(images, artists, triplets, dp, dn, path: Path, title: str) -> 
 
 def pair_sheet(images, artists, pairs, dists, path: Path, title: str) -> None:
     """Rows of two thumbnails with their distance."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(1, len(pairs))
     fig, axes = plt.subplots(n, 2, figsize=(4.6, 2.3 * n), squeeze=False)
     for r, ((i, j), d) in enumerate(zip(pairs, dists)):
@@ -111,7 +71,7 @@ def pair_sheet(images, artists, pairs, dists, path: Path, title: str) -> None:
             ax.imshow(images[idx])
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{_short(artists[idx])}" + (f"\nd={d:.3f}" if c == 0 else "\n"), fontsize=8)
+            ax.set_title(f"{short(artists[idx])}" + (f"\nd={d:.3f}" if c == 0 else "\n"), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.3 * n)))
     save_figure(fig, path)
@@ -121,7 +81,7 @@ def embedding_map(emb, artists, path: Path, max_artists: int = 30, seed: int = 0
     """A 2-D map of the embeddings coloured by artist (t-SNE with scikit-learn, else PCA); returns the method."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     names, counts = np.unique(np.asarray(artists, dtype=str), return_counts=True)
     keep_names = names[np.argsort(-counts, kind="stable")][:max_artists]
     keep = np.isin(np.asarray(artists, dtype=str), keep_names)
@@ -141,12 +101,8 @@ def embedding_map(emb, artists, path: Path, max_artists: int = 30, seed: int = 0
     cmap = plt.get_cmap("tab20" if len(keep_names) <= 20 else "gist_ncar")
     for k, name in enumerate(keep_names):
         sel = labels == name
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(k / max(1, len(keep_names) - 1) if len(keep_names) > 20 else k), label=_short(name, 18))
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(k / max(1, len(keep_names) - 1) if len(keep_names) > 20 else k), label=short(name, 18))
     ax.set(xticks=[], yticks=[], title=f"{method} of the embeddings, {len(keep_names)} artists")
     ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     save_figure(fig, path)
     return method
-
-
-def _short(name: str, n: int = 24) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"

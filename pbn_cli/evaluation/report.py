@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pbn_cli.atomic import write_text
-from pbn_cli.evaluation import metrics, plots
+from pbn_cli.core.atomic import write_text
+from pbn_cli.evaluation import plots
+from pbn_cli.model import metrics
 
 FIGURES = (
     ("triplet_accuracy", "triplet accuracy", "share of seeded triplets with d(anchor, positive) < d(anchor, negative)"),

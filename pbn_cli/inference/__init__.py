@@ -1,1 +1,1 @@
-"""Answering questions with a trained model: compare, export."""
+"""Answering with a trained model: compare, search, predict."""

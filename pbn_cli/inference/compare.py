@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pbn_cli.inference.model import TrainedModel
+from pbn_cli.core.figures import pyplot, save_figure
+from pbn_cli.data import imaging
+from pbn_cli.model.trained import TrainedModel
 
 
 @dataclass
@@ -32,10 +34,7 @@ def compare(model: TrainedModel, a: Path, b: Path, device: torch.device) -> Verd
 
 def verdict_sheet(model: TrainedModel, a: Path, b: Path, verdict: Verdict, path: Path) -> None:
     """The two paintings side by side with the verdict (as the model saw them)."""
-    from pbn_cli import imaging
-    from pbn_cli.evaluation.plots import _pyplot, save_figure
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.9))
     for ax, p in zip(axes, (a, b)):
         ax.imshow(imaging.load_rgb(str(p), model.image_size, model.fit))

@@ -1,8 +1,8 @@
 """search: the workspace's paintings nearest to an image, and their artists' vote.
 
 The workspace's embeddings are computed once per run and checkpoint, stored
-atomically in ``runs/<run>/search/<checkpoint>.parquet`` with the fingerprints
-of the split and cache they came from, and reused until those change.
+atomically in the run's search cache with the fingerprints of the split, the
+cache and the weights they came from, and reused until one of those changes.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pbn_cli import locking
-from pbn_cli.errors import InputError, PbnError
-from pbn_cli.evaluation.embed import embed_images
-from pbn_cli.inference.model import TrainedModel
-from pbn_cli.manifest import Record, read_manifest, read_record, write_manifest
-from pbn_cli.paths import image_root
-from pbn_cli.runs import run_for
-from pbn_cli.training.data import CacheData
-from pbn_cli.workspace import Workspace
+from pbn_cli.core import locking
+from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.figures import pyplot, save_figure, short
+from pbn_cli.core.manifest import Record, read_manifest, read_record, write_manifest
+from pbn_cli.core.runs import run_for
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data import imaging
+from pbn_cli.data.cache import CacheData
+from pbn_cli.data.paths import image_root
+from pbn_cli.model.trained import TrainedModel
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -35,25 +36,24 @@ class SearchResult:
     vote: list[tuple[str, int]]  # artists of the neighbours, most frequent first
 
 
-def workspace_embeddings(ws: Workspace, model: TrainedModel, which: str, device: torch.device) -> pd.DataFrame:
+def workspace_embeddings(ws: Workspace, model: TrainedModel, device: torch.device) -> pd.DataFrame:
     """Every cached painting's embedding for this run and checkpoint, computed once and reused."""
     data = CacheData(ws)
-    path = run_for(ws, model.name).folder / "search" / f"{which}.parquet"
-    inputs = {**data.fingerprints, "epoch": str(model.calibration.get("epoch"))}
+    path = run_for(ws, model.name).search_cache(model.which)
+    inputs = {**data.fingerprints, "weights": model.fingerprint()}
     try:
         record = read_record(path)
         if record is not None and record.inputs == inputs:
             return read_manifest(path)[0]
     except PbnError:
         pass  # a damaged cache of embeddings is computed again
-    with locking.hold(path.parent / f"{which}.lock", f"search embeddings {path}"):
+    with locking.hold(path.with_suffix(".lock"), f"search embeddings {path}"):
         table = data.table
         rows = table["cache_row"].to_numpy(np.int64)
-        emb = embed_images(model.network(device), lambda idx: data.gather(rows[idx]), len(rows),
-                           model.config.model.input_size, model.config.view, model.config.model.normalize, device)
+        emb = model.embed_pixels(model.network(device), lambda idx: data.gather(rows[idx]), len(rows), device)
         frame = pd.DataFrame({"image_id": table["image_id"].to_numpy(), "artist": table["artist"].to_numpy(),
                               "split": table["split"].to_numpy(), "cache_row": rows, "embedding": list(emb)})
-        write_manifest(path, frame, Record("search", {"run": model.name, "checkpoint": which}, inputs))
+        write_manifest(path, frame, Record("search", {"run": model.name, "checkpoint": model.which}, inputs))
     return frame
 
 
@@ -70,14 +70,15 @@ def _same_file(ws: Workspace, frame: pd.DataFrame, query: Path) -> np.ndarray:
     return frame["image_id"].isin(mine).to_numpy()
 
 
-def search(ws: Workspace, model: TrainedModel, which: str, image: Path, k: int, split: str, device: torch.device) -> SearchResult:
+def search(ws: Workspace, model: TrainedModel, *, image: Path, k: int = 10, split: str = "all",
+           device: torch.device) -> SearchResult:
     if split not in SPLITS:
         raise InputError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if k < 1:
         raise InputError("-k must be at least 1")
     if not Path(image).is_file():
         raise InputError(f"{image} does not exist")
-    frame = workspace_embeddings(ws, model, which, device)
+    frame = workspace_embeddings(ws, model, device)
     keep = ~_same_file(ws, frame, Path(image))
     if split != "all":
         keep &= (frame["split"] == split).to_numpy()
@@ -95,10 +96,7 @@ def search(ws: Workspace, model: TrainedModel, which: str, image: Path, k: int, 
 
 def search_sheet(ws: Workspace, model: TrainedModel, image: Path, result: SearchResult, path: Path) -> None:
     """The query and its neighbours as the model saw them, with artists and distances."""
-    from pbn_cli import imaging
-    from pbn_cli.evaluation.plots import _pyplot, _short, save_figure
-
-    plt = _pyplot()
+    plt = pyplot()
     data = CacheData(ws)
     n = len(result.neighbours) + 1
     cols = min(n, 6)
@@ -107,10 +105,10 @@ def search_sheet(ws: Workspace, model: TrainedModel, image: Path, result: Search
     for ax in axes.ravel():
         ax.axis("off")
     axes[0, 0].imshow(imaging.load_rgb(str(image), model.image_size, model.fit))
-    axes[0, 0].set_title(f"query\n{_short(Path(image).name, 20)}", fontsize=8)
+    axes[0, 0].set_title(f"query\n{short(Path(image).name, 20)}", fontsize=8)
     for k, row in enumerate(result.neighbours.itertuples(), start=1):
         ax = axes[k // cols, k % cols]
         ax.imshow(np.asarray(data.images[row.cache_row]))
-        ax.set_title(f"{_short(row.artist, 20)}\nd={row.distance:.3f} p={row.same_artist_probability:.2f}", fontsize=8)
+        ax.set_title(f"{short(row.artist, 20)}\nd={row.distance:.3f} p={row.same_artist_probability:.2f}", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

@@ -1,1 +1,1 @@
-"""The embedding network: backbones, the embedder, losses and in-batch mining."""
+"""Networks and what they give: backbones, embedder, losses and mining, views, embedding, metrics, calibration, checkpoints, trained models."""

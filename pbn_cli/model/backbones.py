@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pbn_cli.errors import InputError, PbnError
+from pbn_cli.core.errors import InputError, PbnError
 
 
 class ReferenceCNN(nn.Module):

@@ -9,33 +9,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pandas as pd
 
-from pbn_cli.manifest import Record, file_digest, read_manifest, write_manifest
-from pbn_cli.paths import image_root, locate
+from pbn_cli.core.manifest import Record, file_digest, read_manifest, write_manifest
+from pbn_cli.core.progress import SILENT, Progress
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root, locate
 from pbn_cli.stages.common import StageResult, reason_counts
-from pbn_cli.workspace import Workspace
 
 
-def _hash_colliding(frame: pd.DataFrame, root: str, on_progress: Callable[[int], None] | None) -> pd.Series:
+def _hash_colliding(frame: pd.DataFrame, root: str, progress: Progress) -> pd.Series:
     digests = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     colliding = frame.index[frame["bytes"].duplicated(keep=False)]
     for i in colliding:
         full, _ = locate(root, frame.at[i, "path"])
         digests[i] = file_digest(full) if full else None
-        if on_progress:
-            on_progress(1)
+        progress.advance(1)
     return digests
 
 
 def clean(
     ws: Workspace,
+    *,
     min_paintings: int = 2,
     force: bool = False,
     images=None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = SILENT,
 ) -> StageResult:
     """Build the clean manifest from the ingest manifest."""
     up = ws.require("ingest")
@@ -46,7 +45,7 @@ def clean(
     frame, _ = read_manifest(ws.manifest("ingest"))
     root = image_root(up, images)
 
-    frame["sha256"] = _hash_colliding(frame, root, on_progress)
+    frame["sha256"] = _hash_colliding(frame, root, progress)
     reason = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     hashed = frame[frame["sha256"].notna()].sort_values("image_id")
     for _, group in hashed.groupby("sha256", sort=False):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pbn_cli.manifest import Record
+from pbn_cli.core.manifest import Record
 
 
 @dataclass

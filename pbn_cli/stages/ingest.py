@@ -9,19 +9,20 @@ missing files, files that are not images.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from pbn_cli.csvfile import read_paintings_csv
-from pbn_cli.errors import InputError
-from pbn_cli.imaging import ImageReadError, read_header
-from pbn_cli.manifest import Record, file_digest, write_manifest
+from pbn_cli.core.errors import InputError
+from pbn_cli.core.manifest import Record, file_digest, write_manifest
+from pbn_cli.core.parallel import chunks, default_workers, map_chunks, worker_pool
+from pbn_cli.core.progress import SILENT, Progress
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.csvfile import read_paintings_csv
+from pbn_cli.data.imaging import ImageReadError, read_header
+from pbn_cli.data.paths import locate
 from pbn_cli.stages.common import StageResult, reason_counts
-from pbn_cli.parallel import chunks, default_workers, map_chunks, worker_pool
-from pbn_cli.paths import locate
-from pbn_cli.workspace import Workspace
 
 RESERVED = ("image_id", "filename", "path", "artist", "format", "width", "height", "mode", "bytes")
 
@@ -57,13 +58,13 @@ def _paths_for(table) -> pd.Series:
 def ingest(
     ws: Workspace,
     csv_path: Path,
+    *,
     images: Path | None = None,
     filename_column: str | None = None,
     artist_column: str | None = None,
     force: bool = False,
     workers: int | None = None,
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = SILENT,
 ) -> StageResult:
     """Build the ingest manifest from ``csv_path`` and the image folder."""
     csv_path = Path(csv_path).resolve()
@@ -109,13 +110,11 @@ def ingest(
     results: list[list[tuple]] = [None] * len(parts)  # type: ignore[list-item]
     n_workers = workers or default_workers()
     with worker_pool(n_workers if len(todo) > 512 else 1) as pool:
-        if on_start:
-            on_start(len(todo))
+        progress.start(len(todo))
 
         def done(i: int, res: list[tuple]) -> None:
             results[i] = res
-            if on_progress:
-                on_progress(len(res))
+            progress.advance(len(res))
 
         map_chunks(pool, _probe_chunk, [(root, p) for p in parts], done)
     probed = pd.DataFrame(

@@ -16,22 +16,23 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pbn_cli import cache, imaging
-from pbn_cli.atomic import write_text
-from pbn_cli.errors import InputError, PbnError
-from pbn_cli.manifest import Record, read_manifest, write_manifest
-from pbn_cli.near_duplicates import near_duplicate_groups, phash
-from pbn_cli.parallel import chunks, default_workers, map_chunks, worker_pool
-from pbn_cli.paths import image_root, locate
-from pbn_cli.preview import contact_sheet, save_png
+from pbn_cli.core.atomic import write_text
+from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.manifest import Record, read_manifest, write_manifest
+from pbn_cli.core.parallel import chunks, default_workers, map_chunks, worker_pool
+from pbn_cli.core.progress import SILENT, Progress
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data import cache, imaging
+from pbn_cli.data.near_duplicates import near_duplicate_groups, phash
+from pbn_cli.data.paths import image_root, locate
+from pbn_cli.data.preview import contact_sheet, save_png
 from pbn_cli.stages.common import StageResult, reason_counts
-from pbn_cli.workspace import Workspace
 
 _worker: dict = {}
 
@@ -116,14 +117,14 @@ def _check_disk(folder: Path, needed: int) -> None:
 
 def resize(
     ws: Workspace,
+    *,
     size: int = 256,
     fit: str = "crop",
     workers: int | None = None,
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
     force: bool = False,
     images: Path | None = None,
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = SILENT,
 ) -> StageResult:
     """Cache every painting of the clean manifest at ``size`` px; resumable and incremental."""
     if fit not in imaging.FITS:
@@ -194,14 +195,11 @@ def resize(
         buffer.extend(results)
         if len(buffer) >= 32 or time.monotonic() - last_flush > 2.0:
             flush()
-        if on_progress:
-            on_progress(len(results))
+        progress.advance(len(results))
 
     with worker_pool(n_workers, _init_worker, (str(path), size, fit, max_pixels, root, lock)) as pool:
-        if on_start:
-            on_start(len(items))
-        if on_progress:
-            on_progress(len(items) - len(pending))
+        progress.start(len(items))
+        progress.advance(len(items) - len(pending))
         try:
             map_chunks(pool, _resize_chunk, chunks(pending, 8), done)
         finally:
@@ -209,7 +207,7 @@ def resize(
     result = _finish(ws, frame, done_rows, done_rejected, finished, params, inputs, path, journal)
     if resumed is not None and result.kept + result.rejected < len(frame):
         # the resumed plan predates paintings added since: cache those too
-        return resize(ws, size, fit, workers, max_pixels, False, images, on_start, on_progress)
+        return resize(ws, size=size, fit=fit, workers=workers, max_pixels=max_pixels, images=images, progress=progress)
     return result
 
 

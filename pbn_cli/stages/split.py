@@ -16,10 +16,10 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from pbn_cli.errors import InputError
-from pbn_cli.manifest import Record, read_manifest, write_manifest
+from pbn_cli.core.errors import InputError
+from pbn_cli.core.manifest import Record, read_manifest, write_manifest
+from pbn_cli.core.workspace import Workspace
 from pbn_cli.stages.common import StageResult
-from pbn_cli.workspace import Workspace
 
 SPLITS = ("train", "val", "test")
 
@@ -61,6 +61,7 @@ def assign_splits(
 
 def split(
     ws: Workspace,
+    *,
     test_artists: float = 0.2,
     val_fraction: float = 0.1,
     val_artists: float | None = None,

@@ -1,1 +1,1 @@
-"""Training: configuration and presets, data from the cache, augmentation, the loop, checkpoints."""
+"""`pbn train`: the loop, its session (run, resume, Ctrl-C), samplers and loader, presets, torchrun set-up."""

@@ -12,83 +12,38 @@ import contextlib
 import json
 import math
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pbn_cli import locking
-from pbn_cli.atomic import write_text
-from pbn_cli.errors import InputError, LockedError, PbnError
-from pbn_cli.evaluation import metrics
-from pbn_cli.evaluation.embed import embed_images
-from pbn_cli.evaluation.plots import training_curves
-from pbn_cli.manifest import Record, write_manifest
+from pbn_cli.core import locking
+from pbn_cli.core.atomic import write_text
+from pbn_cli.core.device import select_device
+from pbn_cli.core.errors import InputError, LockedError, PbnError
+from pbn_cli.core.manifest import Record, write_manifest
+from pbn_cli.core.progress import SILENT, Progress
+from pbn_cli.core.runs import Run
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.cache import CacheData, SplitRows
+from pbn_cli.model import checkpoint, metrics
+from pbn_cli.model.embed import embed_images
 from pbn_cli.model.embedder import Embedder
 from pbn_cli.model.losses import ContrastiveLoss, TripletLoss
 from pbn_cli.model.mining import mined_pair_loss, mined_triplet_loss
-from pbn_cli.runs import Run, latest_run, new_name, run_for
-from pbn_cli.training import checkpoint, distributed
-from pbn_cli.training.augment import random_views
-from pbn_cli.training.config import TrainConfig
-from pbn_cli.training.data import Batch, CacheData, Loader, SplitRows, make_sampler
-from pbn_cli.workspace import Workspace
-
-
-class Reporter:
-    """What the loop tells the person at the terminal (the CLI passes a progress bar)."""
-
-    def start(self, total: int) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-    def info(self, text: str) -> None: ...
-    def epoch(self, row: dict) -> None: ...
-    def message(self, text: str) -> None: ...
-
-
-@contextlib.contextmanager
-def _stop_on_ctrl_c(reporter: Reporter):
-    """The first Ctrl-C asks the loop to stop after the current step (and save); a second aborts."""
-    position: dict = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield position
-        return
-
-    def ask(signum, frame):
-        if position.get("stop"):
-            raise KeyboardInterrupt
-        position["stop"] = True
-        reporter.message("stopping after this step and saving (Ctrl-C again to abort)")
-
-    previous = signal.signal(signal.SIGINT, ask)
-    try:
-        yield position
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--gpu: no CUDA GPU is visible to PyTorch here; train on the CPU with --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("--device mps: Apple's Metal backend is not available here")
-    return device
+from pbn_cli.model.recipe import TrainConfig
+from pbn_cli.model.views import random_views
+from pbn_cli.training import distributed
+from pbn_cli.training.batches import Batch, Loader, make_sampler
+from pbn_cli.training.curves import training_curves
+from pbn_cli.training.session import (
+    check_unchanged,
+    epoch_line,
+    pick_run,
+    stop_on_ctrl_c,
+)
 
 
 @dataclass
@@ -116,8 +71,8 @@ def batch_loss(config: TrainConfig, loss_fn, emb: torch.Tensor, batch: Batch, de
         return loss_fn(x1, x2, torch.from_numpy(batch.different).to(device))
     labels = torch.from_numpy(batch.labels).to(device, non_blocking=True)
     if config.mode == "triplet":
-        return mined_triplet_loss(emb, labels, config.miner, config.triplet_margin)
-    return mined_pair_loss(emb, labels, config.miner, config.pair_margin)
+        return mined_triplet_loss(emb, labels, config.miner, loss_fn)
+    return mined_pair_loss(emb, labels, config.miner, loss_fn)
 
 
 def validate(model, data: CacheData, rows: SplitRows, config: TrainConfig, device) -> dict:
@@ -137,7 +92,7 @@ def _aug_generator(config: TrainConfig, epoch: int, rank: int) -> torch.Generato
     return torch.Generator().manual_seed(((config.seed * 1_000_003 + epoch) * 101 + rank) % (2**63))
 
 
-def train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, reporter, position):
+def train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, progress, position):
     """Train on ``batches`` from ``position["step"]``; returns (mean loss, images).
 
     ``position`` carries the step reached, the loss summed so far and the
@@ -169,8 +124,8 @@ def train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, ge
             position["loss_sum"] = total.item()  # the only host sync: every log_every steps
             if not math.isfinite(position["loss_sum"]):
                 raise FloatingPointError(f"step {step + 1}")
-            reporter.advance(step + 1 - shown)
-            reporter.info(f"loss {position['loss_sum'] / (step + 1):.4f}")
+            progress.advance(step + 1 - shown)
+            progress.info(f"loss {position['loss_sum'] / (step + 1):.4f}")
             shown = step + 1
         if position.get("stop"):
             raise KeyboardInterrupt
@@ -191,26 +146,13 @@ def _scheduler(config: TrainConfig, optimizer):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
 
 
-def _pick_run(ws: Workspace, config: TrainConfig, name: str | None, resume: bool) -> Run:
-    if resume:
-        run = run_for(ws, name) if name else latest_run(ws)
-        locking.check_free(run.lock, f"run {run.name}")
-        if not run.last.exists():
-            raise InputError(f"run {run.name} has no checkpoint to resume from ({run.last} is missing)")
-        return run
-    run = run_for(ws, name or new_name(config.mode, config.model.backbone))
-    locking.check_free(run.lock, f"run {run.name}")
-    if run.folder.exists() and any(run.folder.iterdir()):
-        raise InputError(f"run {run.name} already exists; continue it with `pbn train --run {run.name} --resume` or pick another --run")
-    return run
-
-
 def train(
     ws: Workspace,
     config: TrainConfig,
+    *,
     run_name: str | None = None,
     resume: bool = False,
-    reporter: Reporter | None = None,
+    progress: Progress = SILENT,
     resume_epochs: int | None = None,
     changes: dict | None = None,
 ) -> Summary:
@@ -218,7 +160,6 @@ def train(
 
     ``changes`` are the options the user gave; with ``resume`` they must not
     change the run's recipe (only epochs, time budget, device and compile)."""
-    reporter = reporter or Reporter()
     device = select_device(config.device)
     dist = distributed.setup(device.type)
     if dist.active and device.type == "cuda":
@@ -228,7 +169,7 @@ def train(
         picked: tuple[str, str] = ("", "")
         if dist.primary:
             try:
-                picked = ("ok", _pick_run(ws, config, run_name, resume).name)
+                picked = ("ok", pick_run(ws, config, run_name, resume).name)
             except InputError as err:
                 picked = ("error", str(err))
             except PbnError as err:  # another process holds the run
@@ -243,8 +184,8 @@ def train(
         lock = locking.hold(run.lock, f"run {run.name}") if dist.primary else contextlib.nullcontext()
         try:
             with lock:
-                with _stop_on_ctrl_c(reporter) as position:
-                    return _train(ws, config, run, resume, resume_epochs, device, dist, reporter, position, changes)
+                with stop_on_ctrl_c(progress) as position:
+                    return _train(ws, config, run, resume, resume_epochs, device, dist, progress, position, changes)
         except BaseException:
             if fresh and not run.last.exists():  # failed before its first checkpoint: leave no empty run behind
                 shutil.rmtree(run.folder, ignore_errors=True)
@@ -253,28 +194,11 @@ def train(
         distributed.teardown(dist)
 
 
-RESUMABLE = {"epochs", "max_minutes", "device", "compile"}  # what --resume may change
-
-
-def _check_unchanged(name: str, stored: TrainConfig, changes: dict) -> None:
-    """Refuse --resume with options that would change the run's recipe."""
-    for key, value in changes.items():
-        if value is None or key in RESUMABLE:
-            continue
-        before = getattr(stored.model, key) if hasattr(stored.model, key) else getattr(stored, key, value)
-        if before != value:
-            option = "--" + key.replace("_", "-")
-            raise InputError(
-                f"run {name} was trained with {option} {before}; --resume continues it with its own recipe: "
-                f"drop {option} {value}, or train a new run"
-            )
-
-
-def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, device, dist, reporter, position,
+def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, device, dist, progress, position,
            changes: dict | None = None) -> Summary:
     state = checkpoint.load(run.last) if resume else None
     if state is not None:
-        _check_unchanged(run.name, TrainConfig.from_dict(state["config"]), changes or {})
+        check_unchanged(run.name, TrainConfig.from_dict(state["config"]), changes or {})
         config = TrainConfig.from_dict(state["config"])
         if resume_epochs:
             config.epochs = resume_epochs
@@ -304,7 +228,7 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
             scheduler.T_max = config.epochs  # --epochs may extend a resumed run
         start_epoch, start_step, best = state["epoch"], state["step"], state["best"]
         history, aug_state = list(state["history"]), state.get("aug_rng")
-        reporter.message(f"resuming run {run.name} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
+        progress.message(f"resuming run {run.name} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
     net = model
     if dist.active:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -318,7 +242,7 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
         write_text(run.config, json.dumps({**config.to_dict(), "run": run.name, "data": data.fingerprints}, indent=2))
 
     steps_per_epoch = len(sampler.epoch(0, dist.rank, dist.world))
-    reporter.start(steps_per_epoch * (config.epochs - start_epoch) - start_step)
+    progress.start(steps_per_epoch * (config.epochs - start_epoch) - start_step)
     started = time.monotonic()
     stopped = "finished"
     position.update(step=start_step, loss_sum=state.get("loss_sum", 0.0) if state else 0.0, images=state.get("images", 0) if state else 0)
@@ -343,7 +267,7 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
                 aug_state = None
             t0 = time.monotonic()
             try:
-                loss, images = train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, reporter, position)
+                loss, images = train_one_epoch(net, optimizer, loss_fn, loader, batches, config, device, generator, progress, position)
             except FloatingPointError as where:
                 good = f"{run.last} (after epoch {epoch})" if run.last.exists() else "none was written yet"
                 raise PbnError(
@@ -367,7 +291,7 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
                 frame = pd.DataFrame(history)
                 write_manifest(run.history, frame, Record("history", {"run": run.name}))
                 training_curves(frame, run.curves, f"{run.name}")
-                reporter.epoch(row)
+                progress.message(epoch_line(row))
             distributed.barrier(dist)
             if config.max_minutes and (time.monotonic() - started) / 60 > config.max_minutes and epoch + 1 < config.epochs:
                 stopped = f"time budget of {config.max_minutes:g} minutes reached after epoch {epoch + 1}"

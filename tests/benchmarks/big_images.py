@@ -28,7 +28,7 @@ READ = """
 import json, sys, time
 t = time.perf_counter()
 if sys.argv[2] == "pbn":
-    from pbn_cli.imaging import load_rgb
+    from pbn_cli.data.imaging import load_rgb
     out = load_rgb(sys.argv[1], 256)
     shape = out.shape
 else:
@@ -43,7 +43,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "shape": list(shape), "pea
 BASE = """
 import json
 import numpy, PIL.Image
-import pbn_cli.imaging
+import pbn_cli.data.imaging
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"peak_mb": int(hwm) / 1024}))
 """

@@ -22,7 +22,7 @@ import torch
 from pbn_cli.model.embedder import Embedder, ModelConfig
 from pbn_cli.model.losses import TripletLoss
 from pbn_cli.model.mining import mined_triplet_loss
-from pbn_cli.training.augment import random_views, to_float
+from pbn_cli.model.views import random_views, to_float
 
 
 def _sync(device):
@@ -50,7 +50,7 @@ def ours(backbone, device, steps, batch, bf16, channels_last, compile_model, cac
             views = views.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             emb = net(views)
-        loss = mined_triplet_loss(emb.float(), labels, "semihard", 0.2)
+        loss = mined_triplet_loss(emb.float(), labels, "semihard", TripletLoss(0.2))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

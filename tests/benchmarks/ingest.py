@@ -15,9 +15,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, timer  # noqa: E402
 
+from pbn_cli.core.workspace import Workspace  # noqa: E402
+from pbn_cli.data.synth import synth  # noqa: E402
 from pbn_cli.stages.ingest import ingest  # noqa: E402
-from pbn_cli.synth import synth  # noqa: E402
-from pbn_cli.workspace import Workspace  # noqa: E402
 
 
 def main(n: int = 10_000) -> None:

@@ -37,7 +37,7 @@ def peak_kb():  # VmHWM: an exec resets it, unlike ru_maxrss
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 import json, sys, time
 import numpy as np
-from pbn_cli.inference.predict import read_pairs, write_probabilities
+from pbn_cli.inference.pairs import read_pairs, write_probabilities
 t0 = time.perf_counter()
 pairs = read_pairs(sys.argv[1])
 t1 = time.perf_counter()
@@ -123,8 +123,8 @@ def agreement(ws: Path, n_pairs: int) -> None:
     import pyarrow.parquet as pq
     from sklearn.metrics import roc_auc_score
 
-    from pbn_cli.runs import latest_run
-    from pbn_cli.workspace import Workspace
+    from pbn_cli.core.runs import latest_run
+    from pbn_cli.core.workspace import Workspace
 
     run = latest_run(Workspace(ws))
     metrics = json.loads((run.folder / "eval/test/metrics.json").read_text())

@@ -16,11 +16,11 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, timer  # noqa: E402
 
+from pbn_cli.core.workspace import Workspace  # noqa: E402
+from pbn_cli.data.synth import make_hand, paint  # noqa: E402
 from pbn_cli.stages.clean import clean  # noqa: E402
 from pbn_cli.stages.ingest import ingest  # noqa: E402
 from pbn_cli.stages.resize import resize  # noqa: E402
-from pbn_cli.synth import make_hand, paint  # noqa: E402
-from pbn_cli.workspace import Workspace  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, timer  # noqa: E402
 
-from pbn_cli.synth import synth  # noqa: E402
+from pbn_cli.data.synth import synth  # noqa: E402
 
 
 def main(artists: int = 20) -> None:

@@ -10,10 +10,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 from helpers import holds_a_lock, invoke, kill, one_error_line, start, wait_for
 
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.synth import synth
 from pbn_cli.stages.clean import clean
 from pbn_cli.stages.ingest import ingest
-from pbn_cli.synth import synth
-from pbn_cli.workspace import Workspace
 
 TINY = ["--preset", "quick", "--input-size", "32", "--embedding-dim", "16", "--batch-size", "16", "--device", "cpu"]
 
@@ -61,3 +61,43 @@ def test_training_one_run_while_others_train_evaluate_and_read(tmp_path, evaluat
         assert first.poll() is None, "the first training stopped before the others were tried"
     finally:
         kill(first)
+
+
+def test_two_evals_of_one_run_at_once_both_keep_their_calibration(tmp_path, evaluated_run):
+    ws = tmp_path / "ws"
+    shutil.copytree(evaluated_run, ws)
+    (ws / "runs/r/calibration.json").unlink()
+    jobs = [start("eval", "--run", "r", "--split", split, "--checkpoint", which, "--device", "cpu", "-w", ws)
+            for split, which in (("val", "best"), ("test", "last"))]
+    for job in jobs:
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err
+    calibration = json.loads((ws / "runs/r/calibration.json").read_text())
+    assert set(calibration) == {"best", "last"}
+    assert all(len(entry["weights"]) == 16 for entry in calibration.values())
+
+
+def test_second_predict_into_the_same_file_is_refused(tmp_path, evaluated_run):
+    ws = tmp_path / "ws"
+    shutil.copytree(evaluated_run, ws)
+    split = pd.read_parquet(ws / "manifests/split.parquet")
+    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    names = split["path"].to_numpy()
+    pairs = tmp_path / "pairs.csv"
+    n = 1_500_000
+    pd.DataFrame({"index": range(n), "image1": names[[k % len(names) for k in range(n)]],
+                  "image2": names[[(7 * k + 3) % len(names) for k in range(n)]]}).to_csv(pairs, index=False)
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out/submission.csv"
+    args = ["predict", pairs, "--images", root, "--device", "cpu", "-o", out, "-w", ws]
+    first = start(*args)
+    try:
+        assert wait_for(lambda: holds_a_lock(tmp_path / "out", first.pid), first), first.stderr
+        second = invoke(*args)
+        assert second.exit_code == 1 and f"pid {first.pid}" in one_error_line(second.output)
+        assert str(out) in one_error_line(second.output)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+    finally:
+        kill(first)
+    assert len(pd.read_csv(out)) == n

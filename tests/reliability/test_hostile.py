@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pbn_cli.errors import PbnError
-from pbn_cli.inference.predict import read_pairs
+from pbn_cli.core.errors import PbnError
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.inference.pairs import read_pairs
 from pbn_cli.stages.clean import clean
 from pbn_cli.stages.ingest import ingest
 from pbn_cli.stages.resize import resize
-from pbn_cli.workspace import Workspace
 
 
 class _Payload:

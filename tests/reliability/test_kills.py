@@ -15,7 +15,14 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import every_parquet_readable, holds_a_lock, invoke, kill, run_killed, start, wait_for
+from helpers import (
+    every_parquet_readable,
+    holds_a_lock,
+    invoke,
+    run_killed,
+    start,
+    wait_for,
+)
 
 SEED = 7
 

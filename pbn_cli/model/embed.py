@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pbn_cli.training.augment import grid_views, views_per_painting
+from pbn_cli.core.progress import Progress
+from pbn_cli.model.views import grid_views, views_per_painting
 
 
 @torch.no_grad()
@@ -27,7 +28,7 @@ def embed_images(
     normalize: bool,
     device: torch.device,
     batch_size: int | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Float32 embeddings (n, D) of the images ``get_images(indices)`` returns (uint8, N x S x S x 3).
 
@@ -53,8 +54,8 @@ def embed_images(
             if normalize:
                 z = F.normalize(z, dim=1)
             out.append(z.cpu().numpy().astype(np.float32))
-            if on_progress:
-                on_progress(len(idx))
+            if progress:
+                progress.advance(len(idx))
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -1,15 +1,19 @@
-"""The training configuration: one dataclass, three presets, flags override presets.
+"""The recipe a network is trained with: one dataclass, stored in every checkpoint.
 
-``reference`` reproduces the reference project's recipe; ``quick`` is sized
-for a CPU (the demo and the tests); ``default`` is meant for a GPU and the
-full Kaggle data. docs/training.md explains each choice.
+Everything that consumes a trained network (eval, compare, search, predict,
+export) rebuilds it from this record, so it lives beside the model. The
+presets that fill it in are training's (training/presets.py).
+
+``FLAGS`` names the fields `pbn train` sets from an option of the same
+name, ``NOT_FLAGS`` those it sets otherwise; a test keeps every field in
+exactly one of them. ``RESUMABLE`` are those ``--resume`` may change.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from pbn_cli.errors import InputError
+from pbn_cli.core.errors import InputError
 from pbn_cli.model.embedder import ModelConfig
 from pbn_cli.model.mining import MINERS
 
@@ -52,6 +56,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def get(self, name: str):
+        """A field of the recipe or of its model, by name."""
+        return getattr(self.model, name) if hasattr(self.model, name) else getattr(self, name)
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
@@ -59,44 +67,17 @@ class TrainConfig:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-PRESETS: dict[str, dict] = {
-    "reference": dict(
-        model=dict(backbone="reference", input_size=256, embedding_dim=None, normalize=False, pretrained=False),
-        sampler="random", batch_size=4, epochs=60, optimizer="adam", lr=1e-3, weight_decay=0.0,
-        schedule="multistep", milestones=[11, 25, 40], gamma=0.1, triplet_margin=1.0, pair_margin=2.0,
-        view="resize", hflip=0.5, vflip=0.5, rotation=180.0, translate=0.2, zoom=1.2,
-    ),
-    "quick": dict(
-        model=dict(backbone="compact", input_size=96, embedding_dim=128, normalize=True, pretrained=False),
-        sampler="pk", miner="all", batch_size=32, paintings_per_artist=4, epochs=40, max_minutes=None,
-        optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
-        view="crop", hflip=0.0, vflip=0.0, rotation=0.0, translate=0.0, zoom=1.0,
-    ),
-    "default": dict(
-        model=dict(backbone="resnet50", input_size=224, embedding_dim=512, normalize=True, pretrained=True),
-        sampler="pk", miner="semihard", batch_size=128, paintings_per_artist=4, epochs=30,
-        optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
-        view="crop", hflip=0.0, vflip=0.0, rotation=0.0, translate=0.0, zoom=1.0,
-    ),
-}
-
-
-def resolve(preset: str, mode: str, overrides: dict) -> TrainConfig:
-    """The preset's configuration with every non-None override applied, checked."""
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = {k: v for k, v in PRESETS[preset].items() if k != "model"}
-    model = dict(PRESETS[preset]["model"])
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in model:
-            model[key] = value
-        else:
-            values[key] = value
-    config = TrainConfig(mode=mode, preset=preset, model=ModelConfig(**model), **values)
-    check(config)
-    return config
+#: fields `pbn train` sets from the option of the same name (a None option keeps the preset's value)
+FLAGS = (
+    "backbone", "input_size", "embedding_dim", "normalize", "pretrained", "sampler", "miner", "batch_size",
+    "paintings_per_artist", "epochs", "max_minutes", "lr", "view", "seed", "device", "compile",
+)
+#: fields set otherwise: by --mode, --preset and --margin (the mode's margin), or by the preset alone
+NOT_FLAGS = (
+    "mode", "preset", "triplet_margin", "pair_margin", "optimizer", "weight_decay", "schedule", "milestones", "gamma",
+    "hflip", "vflip", "rotation", "translate", "zoom", "val_triplets", "log_every",
+)
+RESUMABLE = {"epochs", "max_minutes", "device", "compile"}  # what --resume may change
 
 
 def check(c: TrainConfig) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pbn_cli.evaluation.metrics import _codes, row_distances
+from pbn_cli.model.metrics import artist_codes, row_distances
 
 
 def balanced_pairs(artists, seed: int, max_pairs: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, same): up to ``max_pairs`` same-artist pairs and as many different-artist ones."""
-    codes, counts = _codes(artists)
+    codes, counts = artist_codes(artists)
     rng = np.random.default_rng(seed)
     same_i, same_j = [], []
     for c in np.flatnonzero(counts >= 2):

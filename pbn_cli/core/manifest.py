@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pbn_cli import __version__
-from pbn_cli.atomic import atomic_path
-from pbn_cli.errors import PbnError
+from pbn_cli.core.atomic import atomic_path
+from pbn_cli.core.errors import PbnError
 
 META_KEY = b"pbn"
 

@@ -57,7 +57,7 @@ def read_json(path: Path, fix: str):
     """The JSON in ``path``, None when it does not exist; a damaged file is one ``PbnError`` naming ``fix``."""
     import json
 
-    from pbn_cli.errors import PbnError
+    from pbn_cli.core.errors import PbnError
 
     path = Path(path)
     if not path.exists():

@@ -1,4 +1,4 @@
-"""Training data from the cache: the rows of each split, samplers, batches.
+"""Training batches from the cache: samplers that plan an epoch, and the loader.
 
 A batch is a gather of uint8 rows from the memory-mapped cache (no
 decoding), pinned when a GPU is used and copied asynchronously. Samplers
@@ -13,60 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
-from pbn_cli import cache
-from pbn_cli.errors import InputError
-from pbn_cli.manifest import read_manifest
-from pbn_cli.workspace import Workspace
-
-
-@dataclass
-class SplitRows:
-    """The paintings of one split: their cache rows, artist codes and ids."""
-
-    rows: np.ndarray
-    labels: np.ndarray
-    image_ids: np.ndarray
-    artists: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-
-class CacheData:
-    """The cache and the rows of each split (split joined with resize on image_id)."""
-
-    def __init__(self, ws: Workspace):
-        ws.require("split")
-        resize_record = ws.require("resize")
-        splits, _ = read_manifest(ws.manifest("split"))
-        cached, _ = read_manifest(ws.manifest("resize"))
-        table = splits[["image_id", "artist", "split"]].merge(cached[["image_id", "cache_row"]], on="image_id")
-        self.table = table
-        self.size = int(resize_record.params["size"])
-        self.path = cache.cache_path(ws.cache, self.size)
-        self.images = cache.open_cache(self.path)
-        names = sorted(table["artist"].unique())
-        self.artist_codes = {a: i for i, a in enumerate(names)}
-        self.fingerprints = {"split": ws.record("split").fingerprint, "resize": resize_record.fingerprint}
-
-    def split(self, name: str) -> SplitRows:
-        t = self.table[self.table["split"] == name]
-        return SplitRows(
-            t["cache_row"].to_numpy(np.int64),
-            t["artist"].map(self.artist_codes).to_numpy(np.int64),
-            t["image_id"].to_numpy(object),
-            t["artist"].to_numpy(object),
-        )
-
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """The uint8 images of ``rows`` (N, S, S, 3), read in ascending order from the memmap."""
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
-        out[order] = self.images[rows[order]]
-        return out
+from pbn_cli.core.errors import InputError
+from pbn_cli.data.cache import CacheData
 
 
 def by_artist(labels: np.ndarray) -> dict[int, np.ndarray]:

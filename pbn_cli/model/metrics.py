@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 
-def _codes(artists) -> tuple[np.ndarray, np.ndarray]:
+def artist_codes(artists) -> tuple[np.ndarray, np.ndarray]:
     """Integer artist codes and the number of paintings of each code."""
     names, codes = np.unique(np.asarray(artists, dtype=object).astype(str), return_inverse=True)
     return codes, np.bincount(codes, minlength=len(names))
@@ -38,7 +38,7 @@ def sample_triplets(artists, n: int, seed: int) -> np.ndarray:
     artist uniform among the other artists; anchor and positive two distinct
     paintings of the first, the negative one painting of the second.
     """
-    codes, counts = _codes(artists)
+    codes, counts = artist_codes(artists)
     eligible = np.flatnonzero(counts >= 2)
     if len(eligible) == 0 or len(counts) < 2:
         return np.zeros((0, 3), dtype=np.int64)
@@ -55,23 +55,35 @@ def sample_triplets(artists, n: int, seed: int) -> np.ndarray:
     return np.stack([members[starts[art_a] + i], members[starts[art_a] + j], members[starts[art_n] + k]], 1)
 
 
+def triplet_distances(emb: np.ndarray, triplets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d(anchor, positive) and d(anchor, negative) of each triplet."""
+    return (row_distances(emb[triplets[:, 0]], emb[triplets[:, 1]]),
+            row_distances(emb[triplets[:, 0]], emb[triplets[:, 2]]))
+
+
+def triplet_correct(dp: np.ndarray, dn: np.ndarray) -> np.ndarray:
+    """1 where d(a, p) < d(a, n), 0.5 on a tie, else 0."""
+    return (dp < dn) + 0.5 * (dp == dn)
+
+
+def batch4_correct(dp: np.ndarray, dn: np.ndarray) -> np.ndarray:
+    """The reference's scoring: consecutive batches of 4 triplets, mean distances compared (a leftover is dropped)."""
+    m = len(dp) // 4 * 4
+    return triplet_correct(dp[:m].reshape(-1, 4).mean(1), dn[:m].reshape(-1, 4).mean(1))
+
+
 def triplet_accuracy(emb: np.ndarray, triplets: np.ndarray) -> float:
     """Share of triplets with d(a, p) < d(a, n); ties count half."""
     if len(triplets) == 0:
         return float("nan")
-    dp = row_distances(emb[triplets[:, 0]], emb[triplets[:, 1]])
-    dn = row_distances(emb[triplets[:, 0]], emb[triplets[:, 2]])
-    return float(np.mean((dp < dn) + 0.5 * (dp == dn)))
+    return float(np.mean(triplet_correct(*triplet_distances(emb, triplets))))
 
 
 def reference_batch4_accuracy(emb: np.ndarray, triplets: np.ndarray) -> float:
     """The reference's inflated variant: consecutive batches of 4 triplets, mean distances compared."""
-    m = len(triplets) // 4 * 4
-    if m == 0:
+    if len(triplets) < 4:
         return float("nan")
-    dp = row_distances(emb[triplets[:m, 0]], emb[triplets[:m, 1]]).reshape(-1, 4).mean(1)
-    dn = row_distances(emb[triplets[:m, 0]], emb[triplets[:m, 2]]).reshape(-1, 4).mean(1)
-    return float(np.mean((dp < dn) + 0.5 * (dp == dn)))
+    return float(np.mean(batch4_correct(*triplet_distances(emb, triplets))))
 
 
 def pair_groups(n: int, seed: int, group_size: int = 1800) -> list[np.ndarray]:
@@ -98,7 +110,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def pair_scores(emb: np.ndarray, artists, seed: int, group_size: int = 1800):
     """Every within-group pair: (-distance, same-artist label, i, j), and the number of groups."""
-    codes, _ = _codes(artists)
+    codes, _ = artist_codes(artists)
     groups = pair_groups(len(codes), seed, group_size)
     scores, labels, first, second = [], [], [], []
     for g in groups:
@@ -135,7 +147,7 @@ def retrieval_per_query(emb: np.ndarray, artists, chunk: int = 512) -> tuple[np.
     Queries whose artist has one painting are skipped. R is the number of
     other paintings by the query's artist.
     """
-    codes, counts = _codes(artists)
+    codes, counts = artist_codes(artists)
     r_all = counts[codes] - 1
     queries = np.flatnonzero(r_all >= 1)
     if len(queries) == 0:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pbn_cli.atomic import write_bytes
+from pbn_cli.core.atomic import write_bytes
 
 
 def font(size: int = 12) -> ImageFont.ImageFont:

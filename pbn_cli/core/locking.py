@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pbn_cli.errors import LockedError
+from pbn_cli.core.errors import LockedError
 
 
 def _command() -> str:
@@ -63,14 +63,19 @@ def check_free(path: Path, what: str) -> None:
 
 
 @contextlib.contextmanager
-def hold(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock ``path`` while writing ``what``; refuse if a live process has it."""
+def hold(path: Path, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold the lock ``path`` while writing ``what``; refuse if a live process has it.
+
+    ``wait`` queues instead of refusing: for writes that take a moment (a
+    read-modify-write of a small file), where a second writer should simply
+    go after the first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     f = os.fdopen(fd, "r+")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         try:
             holder = json.loads(f.read() or "{}")

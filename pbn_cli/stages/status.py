@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pbn_cli import cache
-from pbn_cli.errors import PbnError
-from pbn_cli.manifest import read_manifest, read_record
-from pbn_cli.workspace import UPSTREAM, Workspace
+from pbn_cli.core.errors import PbnError
+from pbn_cli.core.manifest import read_manifest, read_record
+from pbn_cli.core.workspace import UPSTREAM, Workspace
+from pbn_cli.data import cache
 
 
 def workspace_status(ws: Workspace) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The image cache: one ``.npy`` file of (N, size, size, 3) uint8 rows.
+"""The image cache: one ``.npy`` file of (N, size, size, 3) uint8 rows, and its rows per split.
 
 ``np.load(path, mmap_mode="r")`` opens it. Rows are only ever appended:
 growing the cache rewrites the header's row count in place (NumPy leaves
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pbn_cli.errors import PbnError
+from pbn_cli.core.errors import PbnError
+from pbn_cli.core.manifest import read_manifest
+from pbn_cli.core.workspace import Workspace
 
 
 def cache_path(cache_dir: Path, size: int) -> Path:
@@ -81,3 +84,50 @@ def problem(path: Path) -> str | None:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
         return f"{path} is not an image cache; rebuild it with `pbn resize --force`"
     return None
+
+
+@dataclass
+class SplitRows:
+    """The paintings of one split: their cache rows, artist codes and ids."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    image_ids: np.ndarray
+    artists: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class CacheData:
+    """The cache and the rows of each split (split joined with resize on image_id)."""
+
+    def __init__(self, ws: Workspace):
+        ws.require("split")
+        resize_record = ws.require("resize")
+        splits, _ = read_manifest(ws.manifest("split"))
+        cached, _ = read_manifest(ws.manifest("resize"))
+        table = splits[["image_id", "artist", "split"]].merge(cached[["image_id", "cache_row"]], on="image_id")
+        self.table = table
+        self.size = int(resize_record.params["size"])
+        self.path = cache_path(ws.cache, self.size)
+        self.images = open_cache(self.path)
+        names = sorted(table["artist"].unique())
+        self.artist_codes = {a: i for i, a in enumerate(names)}
+        self.fingerprints = {"split": ws.record("split").fingerprint, "resize": resize_record.fingerprint}
+
+    def split(self, name: str) -> SplitRows:
+        t = self.table[self.table["split"] == name]
+        return SplitRows(
+            t["cache_row"].to_numpy(np.int64),
+            t["artist"].map(self.artist_codes).to_numpy(np.int64),
+            t["image_id"].to_numpy(object),
+            t["artist"].to_numpy(object),
+        )
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """The uint8 images of ``rows`` (N, S, S, 3), read in ascending order from the memmap."""
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
+        out[order] = self.images[rows[order]]
+        return out

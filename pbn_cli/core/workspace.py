@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbn_cli import locking
-from pbn_cli.errors import InputError
-from pbn_cli.manifest import Record, read_record
+from pbn_cli.core import locking
+from pbn_cli.core.errors import InputError
+from pbn_cli.core.manifest import Record, read_record
 
 #: stage -> the upstream stage whose manifest it reads
 UPSTREAM: dict[str, str | None] = {
@@ -42,6 +42,10 @@ class Workspace:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    def baseline(self, name: str, split: str) -> Path:
+        """Outputs of a descriptor that learns nothing (eval's metrics, embeddings) on ``split``."""
+        return self.root / "baselines" / name / split
 
     def manifest(self, stage: str) -> Path:
         return self.manifests / f"{stage}.parquet"

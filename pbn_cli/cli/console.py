@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import (
+    Progress as RichProgress,
+)
+
+from pbn_cli.core.progress import Progress
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 
-class Bar:
-    """A progress bar that appears only once its total is known (``start``)."""
+class Bar(Progress):
+    """A rich progress bar that appears once its total is known; a new description starts a new bar."""
 
     def __init__(self, description: str, unit: str):
         self.description, self.unit = description, unit
-        self._progress: Progress | None = None
+        self._progress: RichProgress | None = None
         self._task = None
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, description: str | None = None, unit: str | None = None) -> None:
+        if description is not None and description != self.description:
+            self.stop()
+            self._progress = None
+            self.description, self.unit = description, unit if unit is not None else self.unit
         if self._progress is None:
             columns = [
                 TextColumn("[bold]{task.description}"),
@@ -39,20 +47,22 @@ class Bar:
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[info]}"),
             ]
-            self._progress = Progress(*columns, console=err)
+            self._progress = RichProgress(*columns, console=err)
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=total, info="")
         else:
             self._progress.update(self._task, total=total)
 
     def advance(self, n: int = 1) -> None:
-        if self._progress is not None:
+        if self._progress is not None and n:
             self._progress.advance(self._task, n)
 
     def info(self, text: str) -> None:
-        """Extra text after the bar (loss, images/s...)."""
         if self._progress is not None:
             self._progress.update(self._task, info=text)
+
+    def message(self, text: str) -> None:
+        err.print(text, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -67,36 +77,3 @@ def progress(description: str, unit: str = "") -> Iterator[Bar]:
         yield bar
     finally:
         bar.stop()
-
-
-def callbacks(bar: Bar) -> tuple[Callable[[int], None], Callable[[int], None]]:
-    return bar.start, bar.advance
-
-
-class TrainReporter:
-    """Training progress on the terminal: the bar, a line per epoch, messages."""
-
-    def __init__(self, bar: Bar):
-        self.bar = bar
-        self._t0 = None
-
-    def start(self, total: int) -> None:
-        self.bar.start(total)
-
-    def advance(self, n: int = 1) -> None:
-        self.bar.advance(n)
-
-    def info(self, text: str) -> None:
-        self.bar.info(text)
-
-    def message(self, text: str) -> None:
-        err.print(text, highlight=False)
-
-    def epoch(self, row: dict) -> None:
-        err.print(
-            f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val triplet acc "
-            f"{row['val_triplet_accuracy']:.3f}, val AUC {row['val_pair_auc']:.3f}, "
-            f"{row['images_per_s']:.0f} img/s",
-            highlight=False,
-            soft_wrap=True,
-        )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pbn_cli.errors import InputError
+from pbn_cli.core.errors import InputError
 
 FILENAME_GUESSES = ("filename", "new_filename", "file", "image", "path")
 ARTIST_GUESSES = ("artist", "painter", "author")

@@ -1,4 +1,9 @@
-"""Training runs in the workspace: names, folders, the latest one."""
+"""Training runs in the workspace: names, the latest one, and every path inside a run.
+
+A ``Run`` is the one place that knows a run folder's layout (docs/pipeline.md):
+config, checkpoints, history, curves, calibration, eval outputs and the
+search and predict caches of embeddings.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbn_cli.errors import InputError
-from pbn_cli.workspace import Workspace
+from pbn_cli.core.errors import InputError
+from pbn_cli.core.workspace import Workspace
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -45,6 +50,26 @@ class Run:
     def lock(self) -> Path:
         return self.folder / "lock"
 
+    @property
+    def calibration(self) -> Path:
+        """Verdict calibration per checkpoint, keyed by the weights' fingerprint (written by eval)."""
+        return self.folder / "calibration.json"
+
+    @property
+    def calibration_lock(self) -> Path:
+        return self.folder / "calibration.lock"
+
+    def eval_folder(self, split: str, which: str = "best") -> Path:
+        return self.folder / "eval" / (split if which == "best" else f"{split}-{which}")
+
+    def search_cache(self, which: str) -> Path:
+        """The workspace's embeddings for `pbn search` with the ``which`` checkpoint."""
+        return self.folder / "search" / f"{which}.parquet"
+
+    def predict_cache(self, which: str) -> Path:
+        """Folder of embedding shards of `pbn predict`'s images with the ``which`` checkpoint."""
+        return self.folder / "predict" / which
+
     def checkpoint(self, which: str) -> Path:
         if which not in ("best", "last"):
             raise InputError(f"--checkpoint must be best or last, got {which!r}")
@@ -76,6 +101,11 @@ def latest_run(ws: Workspace) -> Run:
     return runs[-1]
 
 
+def find_run(ws: Workspace, name: str | None) -> Run:
+    """The run called ``name``, or the latest trained run when no name is given."""
+    return run_for(ws, name) if name else latest_run(ws)
+
+
 def summarize(run: Run) -> dict:
     """What `pbn runs` shows of one run: its recipe, progress and figures."""
     import json
@@ -93,7 +123,7 @@ def summarize(run: Run) -> dict:
 
     config = load(run.config, lambda p: json.loads(p.read_text()), {})
     history = load(run.history, pd.read_parquet, pd.DataFrame())
-    figures = load(run.folder / "eval" / "test" / "metrics.json", lambda p: json.loads(p.read_text()), {})
+    figures = load(run.eval_folder("test") / "metrics.json", lambda p: json.loads(p.read_text()), {})
     best = history["val_triplet_accuracy"].max() if "val_triplet_accuracy" in history else None
     return {
         "run": run.name,

@@ -7,8 +7,8 @@ import re
 import stat
 from pathlib import Path
 
-from pbn_cli.errors import InputError
-from pbn_cli.manifest import Record
+from pbn_cli.core.errors import InputError
+from pbn_cli.core.manifest import Record
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from pbn_cli.atomic import write_bytes
-from pbn_cli.errors import InputError, PbnError
+from pbn_cli.core.atomic import write_bytes
+from pbn_cli.core.errors import InputError, PbnError
 
 FORMAT = 1
 

@@ -1,0 +1,188 @@
+"""Commands that answer: compare, search, predict, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pbn_cli.cli.app import (
+    DEFAULT_WS,
+    CheckpointOpt,
+    DeviceOpt,
+    GpuOpt,
+    JsonOpt,
+    RunOpt,
+    SheetOpt,
+    WorkersOpt,
+    WorkspaceOpt,
+    command,
+    device_name,
+)
+from pbn_cli.cli.app import workspace as workspace_
+
+
+@command
+def compare(
+    a: Annotated[Path, typer.Argument(metavar="A", help="A painting (any format, size or orientation).", show_default=False)],
+    b: Annotated[Path, typer.Argument(metavar="B", help="Another painting.", show_default=False)],
+    run: RunOpt = None,
+    model: Annotated[Optional[Path], typer.Option(help="An exported model file instead of a workspace run.")] = None,
+    checkpoint: CheckpointOpt = "best",
+    as_json: JsonOpt = False,
+    sheet: SheetOpt = None,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Were these two paintings made by the same artist? Distance, probability, verdict.
+
+    Uses the run's calibration (fitted by `pbn eval`): the distance threshold
+    and the probability of the same artist at even odds.
+
+    Example: pbn compare a.jpg b.png --json
+    """
+    from pbn_cli.core.device import select_device
+    from pbn_cli.inference.compare import compare as run_compare
+    from pbn_cli.inference.compare import verdict_sheet
+    from pbn_cli.model import trained as models
+
+    trained = models.from_file(model) if model else models.from_run(workspace_(workspace), run, checkpoint)
+    for path in (a, b):
+        if not path.is_file():
+            from pbn_cli.core.errors import InputError
+
+            raise InputError(f"{path} does not exist")
+    verdict = run_compare(trained, a, b, select_device(device))
+    if sheet:
+        verdict_sheet(trained, a, b, verdict, sheet)
+    if as_json:
+        print(json.dumps(verdict.to_dict()))
+        return
+    from rich.panel import Panel
+
+    from pbn_cli.cli import console
+
+    word = "[green]same artist[/]" if verdict.same_artist else "[red]different artists[/]"
+    console.out.print(Panel(
+        f"{word}\nprobability of the same artist: {verdict.same_artist_probability:.2f}\n"
+        f"distance {verdict.distance:.3f} (threshold {verdict.threshold:.3f})\nrun {verdict.run}",
+        title=f"{a.name} vs {b.name}", expand=False,
+    ))
+
+
+@command
+def search(
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The painting to look up.", show_default=False)],
+    k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
+    split: Annotated[str, typer.Option(help="Where to look: all, train, val or test.")] = "all",
+    run: RunOpt = None,
+    checkpoint: CheckpointOpt = "best",
+    as_json: JsonOpt = False,
+    sheet: SheetOpt = None,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """The workspace's paintings nearest to IMAGE, and the vote of their artists.
+
+    The workspace's embeddings are computed once per run and checkpoint and
+    reused. The query itself is left out when it is one of the paintings.
+
+    Example: pbn search painting.jpg -k 10 --split train
+    """
+    from rich.table import Table
+
+    from pbn_cli.cli import console
+    from pbn_cli.core.device import select_device
+    from pbn_cli.inference.search import search as run_search
+    from pbn_cli.inference.search import search_sheet
+    from pbn_cli.model import trained as models
+
+    ws = workspace_(workspace)
+    trained = models.from_run(ws, run, checkpoint)
+    result = run_search(ws, trained, image=image, k=k, split=split, device=select_device(device))
+    if sheet:
+        search_sheet(ws, trained, image, result, sheet)
+    near = result.neighbours.drop(columns=["cache_row"])
+    if as_json:
+        print(json.dumps({"run": trained.name, "neighbours": near.to_dict("records"), "vote": result.vote}))
+        return
+    table = Table("image_id", "artist", "split", "distance", "p(same artist)", title=f"nearest to {image.name} (run {trained.name})")
+    for r in near.itertuples():
+        table.add_row(str(r.image_id), r.artist, r.split, f"{r.distance:.3f}", f"{r.same_artist_probability:.2f}")
+    console.out.print(table)
+    console.out.print("vote: " + ", ".join(f"{artist} {n}" for artist, n in result.vote))
+
+
+@command
+def predict(
+    pairs_csv: Annotated[Path, typer.Argument(metavar="PAIRS_CSV", help="index,image1,image2 per row (Kaggle's submission_info.csv).", show_default=False)],
+    images: Annotated[Path, typer.Option(help="Folder the image names are relative to (Kaggle: test/).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The submission file to write.")] = Path("submission.csv"),
+    missing: Annotated[str, typer.Option(help="error: stop on a missing or unreadable image; fill: give its pairs 0.5.")] = "error",
+    run: RunOpt = None,
+    model: Annotated[Optional[Path], typer.Option(help="An exported model file instead of a workspace run (no embedding cache).")] = None,
+    checkpoint: CheckpointOpt = "best",
+    device: DeviceOpt = "auto",
+    gpu: GpuOpt = False,
+    workers: WorkersOpt = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Same-artist probabilities for every pair of a CSV: a Kaggle submission.
+
+    Reads PAIRS_CSV by position (index, image1, image2; a header is skipped),
+    embeds each distinct image once (cached in the run, so a second predict
+    only scores), and writes index,sameArtist with the run's calibrated
+    probabilities, rows in the input order. The file appears only when
+    complete.
+
+    Example: pbn predict submission_info.csv --images kaggle/test -o submission.csv --gpu
+    """
+    from pbn_cli.cli import console
+    from pbn_cli.core.device import select_device
+    from pbn_cli.inference.predict import predict as run_predict
+    from pbn_cli.inference.predict import run_cache
+    from pbn_cli.model import trained as models
+
+    if model:
+        trained, cache = models.from_file(model), None
+    else:
+        ws = workspace_(workspace)
+        trained = models.from_run(ws, run, checkpoint)
+        cache = run_cache(ws, trained)
+    with console.progress("predict") as bar:
+        result = run_predict(trained, pairs_csv, images, output, select_device(device_name(device, gpu)),
+                             missing=missing, cache=cache, workers=workers, progress=bar)
+    console.out.print(
+        f"predict: {result.rows:,} pairs over {result.images:,} images ({result.computed:,} embedded now, "
+        f"{result.cached:,} from the cache) with run {trained.name}; wrote {result.output}"
+    )
+    if result.filled_images:
+        console.out.print(f"predict: {result.filled_images} images missing or unreadable; {result.filled_pairs:,} pairs set to 0.5")
+    console.out.print(
+        f"predict: embedding {result.embed_seconds:.1f} s; reading {result.read_seconds:.1f} s and scoring "
+        f"{result.score_seconds:.1f} s = {result.pairs_per_second / 1e6:.2f} M pairs/s"
+    )
+
+
+@command
+def export(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", show_default=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The model file to write.", show_default=False)],
+    checkpoint: CheckpointOpt = "best",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Write one file with a run's weights, configuration and calibration.
+
+    `pbn compare --model FILE` then works on a machine without the
+    workspace. The file holds plain data only (loaded with weights_only).
+
+    Example: pbn export triplet-compact-20261129-120000 painter.pt
+    """
+    from pbn_cli.cli import console
+    from pbn_cli.model import trained as models
+
+    trained = models.from_run(workspace_(workspace), run, checkpoint)
+    models.export(trained, file)
+    console.out.print(f"export: run {trained.name} ({checkpoint}) written to {file}")

@@ -1,0 +1,124 @@
+"""Commands that measure: eval (a run or a baseline on unseen artists) and runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from pbn_cli.cli.app import (
+    DEFAULT_WS,
+    CheckpointOpt,
+    DeviceOpt,
+    GpuOpt,
+    JsonOpt,
+    RunOpt,
+    WorkspaceOpt,
+    command,
+    device_name,
+)
+from pbn_cli.cli.app import workspace as workspace_
+
+METRIC_NAMES = (
+    "triplet_accuracy", "reference_batch4_accuracy", "pair_auc", "precision_at_1", "map_at_r",
+    "verification_accuracy", "eer",
+)
+
+
+@command
+def eval(
+    run: RunOpt = None,
+    split: Annotated[str, typer.Option(help="test (unseen artists), val or train.")] = "test",
+    checkpoint: CheckpointOpt = "best",
+    baseline: Annotated[
+        Optional[str], typer.Option(help="Instead of a run: a descriptor that learns nothing (color-hist).")
+    ] = None,
+    triplets: Annotated[int, typer.Option(help="Seeded triplets for triplet accuracy.")] = 20_000,
+    group_size: Annotated[int, typer.Option(help="Paintings per group for pair AUC (Kaggle: 1800).")] = 1800,
+    seed: Annotated[int, typer.Option(help="Seed of triplets and groups.")] = 0,
+    device: DeviceOpt = "auto",
+    gpu: GpuOpt = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Evaluate a run on artists it never saw: embeddings and metrics of docs/metrics.md.
+
+    Writes runs/<run>/eval/<split>/embeddings.parquet and metrics.json
+    (--baseline color-hist: baselines/color-hist/<split>/), and shows the
+    colour-histogram baseline beside the run once it has been computed.
+
+    Example: pbn eval --split test
+    """
+    from rich.table import Table
+
+    from pbn_cli.cli import console
+    from pbn_cli.evaluation.evaluate import (
+        baseline_metrics,
+        evaluate,
+        evaluate_baseline,
+    )
+
+    ws = workspace_(workspace)
+    with console.progress("eval: embedding", unit="paintings") as bar:
+        if baseline:
+            result = evaluate_baseline(ws, name=baseline, split=split, seed=seed, n_triplets=triplets,
+                                       group_size=group_size, progress=bar)
+        else:
+            result = evaluate(ws, run_name=run, split=split, which=checkpoint, device_name=device_name(device, gpu), seed=seed,
+                              n_triplets=triplets, group_size=group_size, progress=bar)
+    m = result.metrics
+    base = None if baseline else baseline_metrics(ws, split)
+    what = f"baseline {result.run}" if baseline else f"run {result.run}"
+    table = Table("metric", what, title=f"{split}: {m['n_artists']} artists, {m['n_paintings']} paintings")
+    if base:
+        table.add_column("color-hist baseline")
+    def cell(figures: dict, name: str) -> str:
+        lo, hi = figures.get(f"{name}_ci", (float("nan"), float("nan")))
+        return f"{figures[name]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    for name in METRIC_NAMES:
+        label = name + (" (inflated, for comparison)" if name.startswith("reference") else "")
+        table.add_row(label, cell(m, name), *([cell(base, name)] if base else []))
+    console.out.print(table)
+    console.out.print(
+        f"figures [95% interval, bootstrap over artists]; {m['n_triplets']} triplets, {m['n_pairs']} pairs in "
+        f"{m['n_groups']} groups, threshold {m['threshold']:.3f} (fitted on {m['calibration_fitted_on']})"
+    )
+    console.out.print(f"eval: wrote {result.folder}")
+
+
+@command
+def runs(
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the workspace's training runs: recipe, epochs, validation and test figures.
+
+    Example: pbn runs
+    """
+    from rich.table import Table
+
+    from pbn_cli.cli import console
+    from pbn_cli.core.runs import summarize, trained_runs
+
+    rows = [summarize(r) for r in trained_runs(workspace_(workspace))]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.out.print(f"no trained run in {workspace}; train one with `pbn train`")
+        return
+
+    def num(x) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    table = Table("run", "mode", "backbone", "epochs", "best val triplet acc", "test triplet acc", "test pair AUC")
+    for r in rows:
+        table.add_row(r["run"], r["mode"] or "", r["backbone"] or "", str(r["epochs"]), num(r["best_val_triplet_accuracy"]),
+                      num(r["test_triplet_accuracy"]), num(r["test_pair_auc"]))
+    console.out.print(table)
+    for r in rows:
+        if r["damaged"]:
+            console.out.print(f"run {r['run']}: damaged, shown without them: {', '.join(r['damaged'])} "
+                              f"(re-run `pbn eval --run {r['run']}` for metrics.json; config.json and history.parquet "
+                              "are rewritten by `pbn train --resume`)")

@@ -1,0 +1,75 @@
+"""`pbn train`: its options map one to one onto the recipe's fields (model/recipe.py FLAGS)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from pbn_cli.cli.app import (
+    DEFAULT_WS,
+    GpuOpt,
+    WorkspaceOpt,
+    command,
+)
+from pbn_cli.cli.app import workspace as workspace_
+
+
+@command
+def train(
+    mode: Annotated[str, typer.Option(help="pair: contrastive loss on pairs; triplet: triplet loss.")] = "triplet",
+    preset: Annotated[str, typer.Option(help="default (GPU, full data), quick (CPU-sized) or reference.")] = "default",
+    run: Annotated[
+        Optional[str], typer.Option("--run", "--run-name", help="Run name (default: mode-backbone-time); under torchrun write --run-name.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue --run (or the latest run) from its last checkpoint.")] = False,
+    backbone: Annotated[Optional[str], typer.Option(help="reference, compact, resnet18, resnet34 or resnet50.")] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Side of the square views the network sees, px.")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help="Embedding size (a linear head when it differs).")] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings.")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="torchvision ImageNet weights.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="random (the reference's draw) or pk (P artists x K paintings).")] = None,
+    miner: Annotated[Optional[str], typer.Option(help="pk only: all, semihard or batch-hard.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Per process: triplets/pairs (random) or images (pk).")] = None,
+    paintings_per_artist: Annotated[Optional[int], typer.Option("--k", help="K of a P x K batch.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (each: as many samples as training paintings).")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch that passes this budget.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Margin of the mode's loss.")] = None,
+    view: Annotated[Optional[str], typer.Option(help="crop: random crops at cache resolution; resize: whole painting shrunk.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    gpu: GpuOpt = False,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the network.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Train a Siamese network on the train split; validate on val every epoch.
+
+    One network embeds every branch's images in one batched forward, so the
+    2 (pair) or 3 (triplet) branches share weights. Writes runs/<run>/:
+    config.json, checkpoints/last.pt and best.pt, history.parquet, curves.png.
+    Ctrl-C saves and stops; --resume continues. Several GPUs:
+    torchrun --nproc_per_node=N -m pbn_cli train ...
+
+    Example: pbn train --mode triplet --preset quick
+    """
+    from pbn_cli.cli import console
+    from pbn_cli.model.recipe import FLAGS
+    from pbn_cli.training.loop import train as run_training
+    from pbn_cli.training.presets import resolve
+
+    given = locals()
+    overrides = {name: given[name] for name in FLAGS}  # each recipe field's option has the field's name
+    if gpu:
+        overrides["device"] = "cuda"
+    if margin is not None:
+        overrides["triplet_margin" if mode == "triplet" else "pair_margin"] = margin
+    config = resolve(preset, mode, overrides)
+    ws = workspace_(workspace)
+    with console.progress("train", unit="steps") as bar:
+        summary = run_training(ws, config, run_name=run, resume=resume, progress=bar,
+                               resume_epochs=epochs if resume else None, changes=overrides)
+    console.out.print(
+        f"train: run {summary.run}: {summary.epochs} epochs ({summary.stopped}); best val triplet accuracy "
+        f"{summary.best:.3f}; checkpoints in {ws.runs / summary.run / 'checkpoints'}"
+    )

@@ -1,0 +1,1 @@
+"""Paintings as data: the one image door, the image cache, CSVs, paths, synthetic sets."""

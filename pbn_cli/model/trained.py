@@ -1,0 +1,130 @@
+"""A trained model ready to answer: network, image geometry and verdict calibration.
+
+It comes from a run in a workspace (``from_run``) or from one exported file
+(``from_file``), so ``compare --model`` works on a machine without the
+workspace. Images enter through ``imaging.load_rgb`` with the cache's size
+and fit, so a painting gets the same pixels, and the same embedding, as in
+the workspace.
+
+Whatever is derived from a model (its calibration, the search and predict
+caches of embeddings) is keyed by ``fingerprint()``, a digest of the
+weights and image geometry, never by an epoch number: Ctrl-C mid-epoch saves
+new weights under the epoch reached before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pbn_cli.core.atomic import read_json
+from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.runs import Run, find_run
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data import imaging
+from pbn_cli.model import calibration, checkpoint
+from pbn_cli.model.embed import embed_images
+from pbn_cli.model.embedder import Embedder
+from pbn_cli.model.recipe import TrainConfig
+
+KIND = "pbn-model"
+
+
+@dataclass
+class TrainedModel:
+    name: str
+    config: TrainConfig
+    state: dict  # the network's weights
+    calibration: dict  # threshold, platt_a, platt_b, ...; {} before `pbn eval`
+    image_size: int
+    fit: str
+    which: str = "best"  # the run's checkpoint it came from
+    epoch: int = 0
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def network(self, device: torch.device) -> Embedder:
+        """The network in eval mode on ``device``."""
+        model = Embedder(self.config.model, load_pretrained=False)
+        model.load_state_dict(self.state)
+        return model.to(device).eval()
+
+    def embed_files(self, paths: list[Path], device: torch.device) -> np.ndarray:
+        pixels = []
+        for path in paths:
+            try:
+                pixels.append(imaging.load_rgb(str(path), self.image_size, self.fit))
+            except imaging.ImageReadError as err:
+                raise InputError(f"cannot read {path}: {err}") from None
+        images = np.stack(pixels)
+        return self.embed_pixels(self.network(device), lambda idx: images[idx], len(images), device)
+
+    def embed_pixels(self, network, get_images, n: int, device: torch.device, progress=None) -> np.ndarray:
+        """Embeddings of ``n`` cached-size images, seen exactly as in training's evaluation."""
+        return embed_images(network, get_images, n, self.config.model.input_size, self.config.view,
+                            self.config.model.normalize, device, progress=progress)
+
+    def fingerprint(self) -> str:
+        """A digest of the weights and the image geometry: what an embedding depends on."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(f"{self.image_size}:{self.fit}:{self.config.view}:{self.config.model.input_size}".encode())
+            for key in sorted(self.state):
+                h.update(key.encode())
+                h.update(self.state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def probability(self, distance: float) -> float:
+        return float(calibration.probability(distance, self.calibration["platt_a"], self.calibration["platt_b"]))
+
+
+def from_checkpoint(ws: Workspace, run: Run, which: str = "best") -> TrainedModel:
+    """A run's checkpoint with the workspace's image geometry, before any calibration."""
+    path = run.checkpoint(which)
+    if not path.exists():
+        raise InputError(f"run {run.name} has no {which} checkpoint ({path}); train it with `pbn train`")
+    state = checkpoint.load(path)
+    resize = ws.require("resize")
+    checkpoint.check_cache(state, int(resize.params["size"]), run.name)
+    return TrainedModel(run.name, TrainConfig.from_dict(state["config"]), state["model"], {},
+                        int(resize.params["size"]), resize.params.get("fit", "crop"), which, int(state["epoch"]))
+
+
+def read_calibrations(run: Run) -> dict:
+    """calibration.json of a run: {checkpoint: entry}; {} when eval has not written it yet."""
+    return read_json(run.calibration, f"re-create it with `pbn eval --run {run.name}`") or {}
+
+
+def from_run(ws: Workspace, run_name: str | None, which: str = "best") -> TrainedModel:
+    """A run's checkpoint with the calibration `pbn eval` fitted for exactly these weights."""
+    run = find_run(ws, run_name)
+    model = from_checkpoint(ws, run, which)
+    calib = read_calibrations(run).get(which)
+    if not calib or calib.get("weights") != model.fingerprint():
+        again = "" if which == "best" else f" --checkpoint {which}"
+        raise InputError(
+            f"run {run.name} has no calibration for the weights of its {which} checkpoint "
+            f"(epoch {model.epoch}{', changed since the last eval' if calib else ''}); "
+            f"run `pbn eval --run {run.name}{again}` first"
+        )
+    model.calibration = calib
+    return model
+
+
+def export(model: TrainedModel, path: Path) -> None:
+    """One file with weights, configuration, calibration and image geometry (plain data)."""
+    checkpoint.save(Path(path), {
+        "kind": KIND, "name": model.name, "config": model.config.to_dict(), "model": model.state,
+        "calibration": model.calibration, "image": {"size": model.image_size, "fit": model.fit},
+    })
+
+
+def from_file(path: Path) -> TrainedModel:
+    state = checkpoint.load(Path(path))
+    if state.get("kind") != KIND:
+        raise PbnError(f"{path} is a training checkpoint, not an exported model; make one with `pbn export RUN FILE`")
+    return TrainedModel(state["name"], TrainConfig.from_dict(state["config"]), state["model"], state["calibration"],
+                        int(state["image"]["size"]), state["image"]["fit"], "exported")

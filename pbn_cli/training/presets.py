@@ -1,0 +1,51 @@
+"""The presets `pbn train --preset` starts from; options override them.
+
+``reference`` reproduces the reference project's recipe; ``quick`` is sized
+for a CPU (the demo and the tests); ``default`` is meant for a GPU and the
+full Kaggle data. docs/training.md explains each choice.
+"""
+
+from __future__ import annotations
+
+from pbn_cli.core.errors import InputError
+from pbn_cli.model.embedder import ModelConfig
+from pbn_cli.model.recipe import TrainConfig, check
+
+PRESETS: dict[str, dict] = {
+    "reference": dict(
+        model=dict(backbone="reference", input_size=256, embedding_dim=None, normalize=False, pretrained=False),
+        sampler="random", batch_size=4, epochs=60, optimizer="adam", lr=1e-3, weight_decay=0.0,
+        schedule="multistep", milestones=[11, 25, 40], gamma=0.1, triplet_margin=1.0, pair_margin=2.0,
+        view="resize", hflip=0.5, vflip=0.5, rotation=180.0, translate=0.2, zoom=1.2,
+    ),
+    "quick": dict(
+        model=dict(backbone="compact", input_size=96, embedding_dim=128, normalize=True, pretrained=False),
+        sampler="pk", miner="all", batch_size=32, paintings_per_artist=4, epochs=40, max_minutes=None,
+        optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
+        view="crop", hflip=0.0, vflip=0.0, rotation=0.0, translate=0.0, zoom=1.0,
+    ),
+    "default": dict(
+        model=dict(backbone="resnet50", input_size=224, embedding_dim=512, normalize=True, pretrained=True),
+        sampler="pk", miner="semihard", batch_size=128, paintings_per_artist=4, epochs=30,
+        optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
+        view="crop", hflip=0.0, vflip=0.0, rotation=0.0, translate=0.0, zoom=1.0,
+    ),
+}
+
+
+def resolve(preset: str, mode: str, overrides: dict) -> TrainConfig:
+    """The preset's configuration with every non-None override applied, checked."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {k: v for k, v in PRESETS[preset].items() if k != "model"}
+    model = dict(PRESETS[preset]["model"])
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in model:
+            model[key] = value
+        else:
+            values[key] = value
+    config = TrainConfig(mode=mode, preset=preset, model=ModelConfig(**model), **values)
+    check(config)
+    return config
