@@ -63,6 +63,7 @@ def test_every_train_flag_reaches_the_recipe(tmp_path):
     from pbn_cli.training.presets import resolve
 
     given = {"backbone": "resnet18", "input_size": 48, "embedding_dim": 7, "normalize": False, "pretrained": False,
+             "weights": "IMAGENET1K_V1",
              "sampler": "random", "miner": "batch-hard", "batch_size": 12, "paintings_per_artist": 3, "epochs": 2,
              "max_minutes": 1.5, "lr": 0.01, "view": "resize", "seed": 9, "device": "cpu", "compile": True}
     from pbn_cli.model.recipe import FLAGS

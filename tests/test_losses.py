@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from pbn_cli.model.losses import ContrastiveLoss, TripletLoss
-from pbn_cli.model.mining import distance_matrix, mined_pair_loss, mined_triplet_loss, pair_masks, triplet_mask
+from pbn_cli.model.mining import (
+    distance_matrix,
+    mined_pair_loss,
+    mined_triplet_loss,
+    pair_masks,
+    triplet_mask,
+)
 
 
 def test_contrastive_hand_computed():

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from pbn_cli.cli import app
 from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.cache import CacheData
 from pbn_cli.model import checkpoint
 from pbn_cli.model.embedder import Embedder, ModelConfig
-from pbn_cli.data.cache import CacheData
 from pbn_cli.training.batches import PKSampler, RandomSampler
 from pbn_cli.training.presets import resolve
 

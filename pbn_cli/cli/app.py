@@ -93,9 +93,11 @@ def command(fn):
         try:
             return fn(*args, **kwargs)
         except PbnError as e:
+            from rich.markup import escape
+
             from pbn_cli.cli.console import err
 
-            err.print(f"[red]Error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[red]Error:[/red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)

@@ -1,7 +1,8 @@
-"""`pbn train`: its options map one to one onto the recipe's fields (model/recipe.py FLAGS)."""
+"""`pbn train` (its options map one to one onto the recipe's fields, model/recipe.py FLAGS) and `pbn backbones`."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Optional
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from pbn_cli.cli.app import (
     DEFAULT_WS,
     GpuOpt,
+    JsonOpt,
     WorkspaceOpt,
     command,
 )
@@ -23,11 +25,12 @@ def train(
         Optional[str], typer.Option("--run", "--run-name", help="Run name (default: mode-backbone-time); under torchrun write --run-name.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue --run (or the latest run) from its last checkpoint.")] = False,
-    backbone: Annotated[Optional[str], typer.Option(help="reference, compact, resnet18, resnet34 or resnet50.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="reference, compact, any torchvision classifier (resnet50, convnext_tiny, vit_b_16...) or timm:NAME; `pbn backbones` lists them.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Side of the square views the network sees, px.")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help="Embedding size (a linear head when it differs).")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings.")] = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="torchvision ImageNet weights.")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="The backbone's default ImageNet weights (torchvision's or timm's cache, else downloaded).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="A torchvision weights name (e.g. IMAGENET1K_SWAG_LINEAR_V1) or a .safetensors / state-dict file; input normalisation and size follow the weights.")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="random (the reference's draw) or pk (P artists x K paintings).")] = None,
     miner: Annotated[Optional[str], typer.Option(help="pk only: all, semihard or batch-hard.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Per process: triplets/pairs (random) or images (pk).")] = None,
@@ -73,3 +76,33 @@ def train(
         f"train: run {summary.run}: {summary.epochs} epochs ({summary.stopped}); best val triplet accuracy "
         f"{summary.best:.3f}; checkpoints in {ws.runs / summary.run / 'checkpoints'}"
     )
+
+
+@command
+def backbones(
+    contains: Annotated[Optional[str], typer.Argument(metavar="TEXT", help="Only names containing TEXT.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the backbones `pbn train --backbone` accepts: pbn's own, torchvision's classifiers, timm's models.
+
+    timm's appear when the extra is installed (pip install 'pbn[timm]').
+    Pretrained weights: --pretrained (the default ImageNet checkpoint) or
+    --weights NAME|FILE.
+
+    Example: pbn backbones convnext
+    """
+    from pbn_cli.cli import console
+    from pbn_cli.model.backbones import available
+
+    found = {source: [n for n in names if not contains or contains.lower() in n.lower()]
+             for source, names in available().items()}
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    for source, names in found.items():
+        if source == "timm" and not names and not contains:
+            console.out.print("timm: not installed; pip install 'pbn[timm]' for its models (as timm:NAME)")
+            continue
+        if not names:
+            continue
+        console.out.print(f"{source} ({len(names)}): " + ", ".join(names))

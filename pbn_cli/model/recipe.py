@@ -69,13 +69,14 @@ class TrainConfig:
 
 #: fields `pbn train` sets from the option of the same name (a None option keeps the preset's value)
 FLAGS = (
-    "backbone", "input_size", "embedding_dim", "normalize", "pretrained", "sampler", "miner", "batch_size",
+    "backbone", "input_size", "embedding_dim", "normalize", "pretrained", "weights", "sampler", "miner", "batch_size",
     "paintings_per_artist", "epochs", "max_minutes", "lr", "view", "seed", "device", "compile",
 )
 #: fields set otherwise: by --mode, --preset and --margin (the mode's margin), or by the preset alone
 NOT_FLAGS = (
     "mode", "preset", "triplet_margin", "pair_margin", "optimizer", "weight_decay", "schedule", "milestones", "gamma",
     "hflip", "vflip", "rotation", "translate", "zoom", "val_triplets", "log_every",
+    "mean", "std",  # the weights' own input normalisation (model/backbones.py input_config)
 )
 RESUMABLE = {"epochs", "max_minutes", "device", "compile"}  # what --resume may change
 

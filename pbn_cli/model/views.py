@@ -13,14 +13,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float, ImageNet-normalised."""
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - MEAN.to(x.device)) / STD.to(x.device)
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1] (the network normalises as its weights expect)."""
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def random_views(

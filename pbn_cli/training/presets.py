@@ -7,7 +7,10 @@ full Kaggle data. docs/training.md explains each choice.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from pbn_cli.core.errors import InputError
+from pbn_cli.model.backbones import check_name, input_config
 from pbn_cli.model.embedder import ModelConfig
 from pbn_cli.model.recipe import TrainConfig, check
 
@@ -33,6 +36,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+
+
 def resolve(preset: str, mode: str, overrides: dict) -> TrainConfig:
     """The preset's configuration with every non-None override applied, checked."""
     if preset not in PRESETS:
@@ -42,10 +48,16 @@ def resolve(preset: str, mode: str, overrides: dict) -> TrainConfig:
     for key, value in overrides.items():
         if value is None:
             continue
-        if key in model:
+        if key in MODEL_FIELDS:
             model[key] = value
         else:
             values[key] = value
+    check_name(model["backbone"])
+    weights = input_config(model["backbone"], model.get("pretrained", False), model.get("weights"))
+    if weights:  # pretrained weights see images as they were trained to
+        model.update(mean=weights["mean"], std=weights["std"])
+        if overrides.get("input_size") is None:
+            model["input_size"] = weights["input_size"]
     config = TrainConfig(mode=mode, preset=preset, model=ModelConfig(**model), **values)
     check(config)
     return config

@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine  # noqa: E402
 
 from pbn_cli.core.workspace import Workspace  # noqa: E402
+from pbn_cli.data.cache import CacheData  # noqa: E402
 from pbn_cli.data.synth import synth  # noqa: E402
 from pbn_cli.model.views import random_views  # noqa: E402
 from pbn_cli.stages.clean import clean  # noqa: E402
 from pbn_cli.stages.ingest import ingest  # noqa: E402
 from pbn_cli.stages.resize import resize  # noqa: E402
 from pbn_cli.stages.split import split  # noqa: E402
-from pbn_cli.data.cache import CacheData  # noqa: E402
 from pbn_cli.training.batches import Batch, Loader  # noqa: E402
 
 
