@@ -58,7 +58,7 @@ WorkersOpt = Annotated[
     Optional[int], typer.Option("--workers", min=1, help="Processes to use (default: all cores).")
 ]
 RunOpt = Annotated[Optional[str], typer.Option(help="Run to use (default: the latest trained run).")]
-CheckpointOpt = Annotated[str, typer.Option(help="best or last.")]
+CheckpointOpt = Annotated[str, typer.Option(help="best, last, or start (a pretrained run before training).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 GpuOpt = Annotated[bool, typer.Option("--gpu", help="Short for --device cuda.")]

@@ -19,8 +19,8 @@ from pbn_cli.cli.app import workspace as workspace_
 
 @command
 def train(
-    mode: Annotated[str, typer.Option(help="pair: contrastive loss on pairs; triplet: triplet loss.")] = "triplet",
-    preset: Annotated[str, typer.Option(help="default (GPU, full data), quick (CPU-sized) or reference.")] = "default",
+    mode: Annotated[str, typer.Option(help="pair: contrastive loss on pairs; triplet: triplet loss; proxy: an artist classifier's loss alone (normalised softmax, additive margin).")] = "triplet",
+    preset: Annotated[str, typer.Option(help="default (pretrained, GPU, full data), cpu (pretrained, fine-tuned on a CPU in minutes), quick (from scratch, CPU-sized; the demo's) or reference.")] = "default",
     run: Annotated[
         Optional[str], typer.Option("--run", "--run-name", help="Run name (default: mode-backbone-time); under torchrun write --run-name.")
     ] = None,
@@ -36,10 +36,15 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option(help="Per process: triplets/pairs (random) or images (pk).")] = None,
     paintings_per_artist: Annotated[Optional[int], typer.Option("--k", help="K of a P x K batch.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (each: as many samples as training paintings).")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch that passes this budget.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
-    margin: Annotated[Optional[float], typer.Option(help="Margin of the mode's loss.")] = None,
-    view: Annotated[Optional[str], typer.Option(help="crop: random crops at cache resolution; resize: whole painting shrunk.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Time budget: the epochs and the learning-rate schedule are planned to fit it, from the measured speed.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate of the head and the artist classifier.")] = None,
+    backbone_lr_scale: Annotated[Optional[float], typer.Option(help="The backbone learns at --lr times this (pretrained: 0.1).")] = None,
+    warmup: Annotated[Optional[float], typer.Option(help="Share of the planned steps over which the learning rate rises from 0.")] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Margin of the mode's loss (proxy: the additive cosine margin).")] = None,
+    id_weight: Annotated[Optional[float], typer.Option(help="Weight of an artist-classification loss (cosine classifier over the training artists) beside the pair/triplet loss; 0: none.")] = None,
+    bn_eval: Annotated[Optional[bool], typer.Option("--bn-eval/--bn-train", help="Keep the backbone's BatchNorm statistics as pretrained (default: when pretrained and batches are under 64).")] = None,
+    freeze_backbone: Annotated[Optional[bool], typer.Option("--freeze-backbone/--no-freeze-backbone", help="Train the head only, on backbone features of fixed views computed once (needs --embedding-dim).")] = None,
+    view: Annotated[Optional[str], typer.Option(help="crop: random crops at cache resolution; resize: whole painting shrunk; mixed: either (eval: the crops and the whole).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     gpu: GpuOpt = False,
@@ -54,7 +59,9 @@ def train(
     Ctrl-C saves and stops; --resume continues. Several GPUs:
     torchrun --nproc_per_node=N -m pbn_cli train ...
 
-    Example: pbn train --mode triplet --preset quick
+    Example: pbn train --preset cpu --max-minutes 15 (a pretrained backbone
+    fine-tuned on a CPU; add --weights FILE offline). From scratch, the
+    demo's recipe: pbn train --preset quick
     """
     from pbn_cli.cli import console
     from pbn_cli.model.recipe import FLAGS
@@ -66,7 +73,7 @@ def train(
     if gpu:
         overrides["device"] = "cuda"
     if margin is not None:
-        overrides["triplet_margin" if mode == "triplet" else "pair_margin"] = margin
+        overrides[{"triplet": "triplet_margin", "pair": "pair_margin"}.get(mode, "class_margin")] = margin
     config = resolve(preset, mode, overrides)
     ws = workspace_(workspace)
     with console.progress("train", unit="steps") as bar:

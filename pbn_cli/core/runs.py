@@ -15,6 +15,7 @@ from pathlib import Path
 from pbn_cli.core.errors import InputError
 from pbn_cli.core.workspace import Workspace
 
+CHECKPOINTS = ("best", "last", "start")  # start: the pretrained network before training
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -70,10 +71,19 @@ class Run:
         """Folder of embedding shards of `pbn predict`'s images with the ``which`` checkpoint."""
         return self.folder / "predict" / which
 
+    @property
+    def start(self) -> Path:
+        """The network before training (pretrained runs): what training is measured against."""
+        return self.folder / "checkpoints" / "start.pt"
+
+    def features(self, name: str) -> Path:
+        """Cached backbone features of --freeze-backbone (training/features.py)."""
+        return self.folder / "features" / f"{name}.npy"
+
     def checkpoint(self, which: str) -> Path:
-        if which not in ("best", "last"):
-            raise InputError(f"--checkpoint must be best or last, got {which!r}")
-        return self.best if which == "best" else self.last
+        if which not in CHECKPOINTS:
+            raise InputError(f"--checkpoint must be {', '.join(CHECKPOINTS[:-1])} or {CHECKPOINTS[-1]}, got {which!r}")
+        return {"best": self.best, "last": self.last, "start": self.start}[which]
 
 
 def new_name(mode: str, backbone: str) -> str:

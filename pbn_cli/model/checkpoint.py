@@ -8,6 +8,7 @@ rebuilds exactly the same network and continues exactly where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -55,3 +56,12 @@ def load(path: Path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise PbnError(f"{path} is not a pbn checkpoint")
     return state
+
+
+def weights_digest(state: dict, salt: str = "") -> str:
+    """A 16-hex digest of a state dict's tensors (names and bytes) and ``salt``."""
+    h = hashlib.sha256(salt.encode())
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

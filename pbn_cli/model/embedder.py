@@ -41,11 +41,25 @@ class Embedder(nn.Module):
                                                   config.weights if load_pretrained else None)
         dim = config.embedding_dim or features
         self.head = nn.Linear(features, dim) if dim != features else nn.Identity()
+        if isinstance(self.head, nn.Linear) and (config.pretrained or config.weights):
+            # start near the pretrained features' own geometry: a random orthogonal projection keeps distances
+            nn.init.orthogonal_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        self.feature_dim = features
         self.dim = dim
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        z = self.head(self.backbone(x)).float()
+        return self.finish(self.unnormalized(x))
+
+    def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features of images in [0, 1]."""
+        return self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def unnormalized(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding before L2 normalisation (what an artist classifier reads)."""
+        return self.head(self.backbone_features(x)).float()
+
+    def finish(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z, dim=1) if self.config.normalize else z

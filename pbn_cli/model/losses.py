@@ -56,3 +56,37 @@ class TripletLoss(nn.Module):
 
     def forward(self, a, p, n):
         return self.per_sample(a, p, n).mean()
+
+
+class ArtistLoss(nn.Module):
+    """Normalised softmax with an additive cosine margin over the training artists (CosFace).
+
+    A neck (BatchNorm without a shift) in front of a cosine classifier, one
+    proxy per artist: -log softmax(s·(cos θ_y - m), s·cos θ_j≠y). The neck
+    lets the classifier have its own scale, so the embedding itself stays
+    good for distances. The proxies exist only during training; the model
+    that eval, compare and export use is the embedder alone.
+    """
+
+    def __init__(self, dim: int, n_artists: int, scale: float = 16.0, margin: float = 0.1):
+        super().__init__()
+        self.neck = nn.BatchNorm1d(dim)
+        self.neck.bias.requires_grad_(False)
+        self.proxies = nn.Parameter(torch.randn(n_artists, dim) / dim**0.5)
+        self.scale, self.margin = scale, margin
+
+    def cosines(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, artists) cosine of each neck-normalised feature with each artist's proxy."""
+        z = torch.nn.functional.normalize(self.neck(features), dim=1)
+        return z @ torch.nn.functional.normalize(self.proxies, dim=1).T
+
+    def from_cosines(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The per-sample loss of these cosines (the formula itself)."""
+        logits = self.scale * (cos - self.margin * torch.nn.functional.one_hot(labels, cos.shape[1]).to(cos.dtype))
+        return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+
+    def per_sample(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.from_cosines(self.cosines(features), labels)
+
+    def forward(self, features, labels):
+        return self.per_sample(features, labels).mean()

@@ -17,14 +17,14 @@ from pbn_cli.core.errors import InputError
 from pbn_cli.model.embedder import ModelConfig
 from pbn_cli.model.mining import MINERS
 
-MODES = ("pair", "triplet")
+MODES = ("pair", "triplet", "proxy")
 SAMPLERS = ("random", "pk")
-VIEWS = ("crop", "resize")
+VIEWS = ("crop", "resize", "mixed")
 
 
 @dataclass
 class TrainConfig:
-    mode: str = "triplet"  # pair: contrastive loss on pairs; triplet: triplet loss
+    mode: str = "triplet"  # pair: contrastive loss; triplet: triplet loss; proxy: artist classifier loss alone
     preset: str = "default"
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: str = "pk"  # random: the reference's draw; pk: P artists x K paintings
@@ -41,7 +41,14 @@ class TrainConfig:
     gamma: float = 0.1
     triplet_margin: float = 0.2
     pair_margin: float = 0.5
-    view: str = "crop"  # crop: random input_size crops at cache resolution; resize: whole painting shrunk
+    id_weight: float = 0.0  # weight of the artist-classification loss beside the pair/triplet loss
+    class_scale: float = 16.0  # s of the cosine classifier's softmax
+    class_margin: float = 0.1  # additive cosine margin of the true artist (proxy mode: --margin)
+    backbone_lr_scale: float = 1.0  # the backbone learns at lr x this; the head and classifier at lr
+    warmup: float = 0.0  # share of the planned steps over which the learning rate rises linearly
+    bn_eval: bool | None = None  # BatchNorm statistics frozen; None: when pretrained and batches are small
+    freeze_backbone: bool = False  # train the head only, on cached backbone features of fixed views
+    view: str = "crop"  # crop: random crops at cache resolution; resize: whole painting shrunk; mixed: either
     hflip: float = 0.0  # probability of a horizontal flip
     vflip: float = 0.0
     rotation: float = 0.0  # rotation drawn uniformly in [0, rotation] degrees
@@ -71,10 +78,11 @@ class TrainConfig:
 FLAGS = (
     "backbone", "input_size", "embedding_dim", "normalize", "pretrained", "weights", "sampler", "miner", "batch_size",
     "paintings_per_artist", "epochs", "max_minutes", "lr", "view", "seed", "device", "compile",
+    "id_weight", "backbone_lr_scale", "warmup", "bn_eval", "freeze_backbone",
 )
 #: fields set otherwise: by --mode, --preset and --margin (the mode's margin), or by the preset alone
 NOT_FLAGS = (
-    "mode", "preset", "triplet_margin", "pair_margin", "optimizer", "weight_decay", "schedule", "milestones", "gamma",
+    "mode", "preset", "triplet_margin", "pair_margin", "class_margin", "class_scale", "optimizer", "weight_decay", "schedule", "milestones", "gamma",
     "hflip", "vflip", "rotation", "translate", "zoom", "val_triplets", "log_every",
     "mean", "std",  # the weights' own input normalisation (model/backbones.py input_config)
 )
@@ -103,5 +111,11 @@ def check(c: TrainConfig) -> None:
         problems.append("--margin must be positive")
     if c.max_minutes is not None and c.max_minutes <= 0:
         problems.append("--max-minutes must be positive")
+    if c.id_weight < 0 or c.backbone_lr_scale < 0 or not 0 <= c.warmup < 1:
+        problems.append("--id-weight and --backbone-lr-scale must be >= 0, --warmup in [0, 1)")
+    if c.mode == "proxy" and c.sampler != "pk":
+        problems.append("--mode proxy trains on P x K batches: use --sampler pk")
+    if c.mode == "proxy" and not 0 <= c.class_margin < 1:
+        problems.append("--margin of proxy mode is a cosine margin in [0, 1)")
     if problems:
         raise InputError("; ".join(problems))

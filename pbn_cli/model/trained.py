@@ -14,7 +14,6 @@ new weights under the epoch reached before.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,11 +69,8 @@ class TrainedModel:
     def fingerprint(self) -> str:
         """A digest of the weights and the image geometry: what an embedding depends on."""
         if self._fingerprint is None:
-            h = hashlib.sha256(f"{self.image_size}:{self.fit}:{self.config.view}:{self.config.model.input_size}".encode())
-            for key in sorted(self.state):
-                h.update(key.encode())
-                h.update(self.state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-            self._fingerprint = h.hexdigest()[:16]
+            geometry = f"{self.image_size}:{self.fit}:{self.config.view}:{self.config.model.input_size}"
+            self._fingerprint = checkpoint.weights_digest(self.state, geometry)
         return self._fingerprint
 
     def probability(self, distance: float) -> float:

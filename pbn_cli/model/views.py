@@ -33,8 +33,14 @@ def random_views(
     """Augmented (B, 3, size, size) views of uint8 (B, S, S, 3) images.
 
     ``view="crop"``: a random size x size window at the cache's resolution;
-    ``view="resize"``: the whole painting, shrunk (antialiased) to ``size``.
+    ``view="resize"``: the whole painting, shrunk (antialiased) to ``size``;
+    ``view="mixed"``: each painting one or the other, with equal chance.
     """
+    if view == "mixed":
+        whole = torch.rand(x.shape[0], generator=generator) < 0.5
+        args = (generator, hflip, vflip, rotation, translate, zoom)
+        crops, shrunk = random_views(x, size, "crop", *args), random_views(x, size, "resize", *args)
+        return torch.where(whole.to(crops.device)[:, None, None, None], shrunk, crops)
     b, s = x.shape[0], x.shape[1]
     img = to_float(x)
     if view == "resize" and size != s:
@@ -67,10 +73,16 @@ def random_views(
 
 
 def grid_views(x: torch.Tensor, size: int, view: str) -> torch.Tensor:
-    """Fixed views for embedding: the whole painting (resize), or a grid of crops covering it.
+    """Fixed views for embedding: the whole painting (resize), a grid of crops covering it (crop), or both (mixed).
 
     Returns (B * V, 3, size, size), V views per painting in a fixed order.
     """
+    if view == "mixed":
+        if size >= x.shape[1]:
+            return grid_views(x, size, "resize")
+        crops = grid_views(x, size, "crop").reshape(x.shape[0], -1, 3, size, size)
+        whole = grid_views(x, size, "resize")[:, None]
+        return torch.cat([crops, whole], 1).reshape(-1, 3, size, size)
     img = to_float(x)
     s = img.shape[-1]
     if view == "resize" or size >= s:
@@ -86,4 +98,4 @@ def grid_views(x: torch.Tensor, size: int, view: str) -> torch.Tensor:
 def views_per_painting(cache_size: int, size: int, view: str) -> int:
     if view == "resize" or size >= cache_size:
         return 1
-    return math.ceil(cache_size / size) ** 2
+    return math.ceil(cache_size / size) ** 2 + (view == "mixed")

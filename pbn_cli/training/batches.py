@@ -148,3 +148,14 @@ class Loader:
                 thread = threading.Thread(target=fetch, args=(i + 1,), daemon=True)
                 thread.start()
             yield batch, host.to(self.device, non_blocking=True)
+
+
+class FeatureLoader:
+    """--freeze-backbone: each batch's cached features (B, V, F) on the device, in place of its images."""
+
+    def __init__(self, features: torch.Tensor, device: torch.device):
+        self.features, self.device = features, device
+
+    def __call__(self, batches: list[Batch]) -> Iterator[tuple[Batch, torch.Tensor]]:
+        for batch in batches:
+            yield batch, self.features[torch.from_numpy(batch.images)].to(self.device).float()

@@ -1,8 +1,9 @@
 """The presets `pbn train --preset` starts from; options override them.
 
-``reference`` reproduces the reference project's recipe; ``quick`` is sized
-for a CPU (the demo and the tests); ``default`` is meant for a GPU and the
-full Kaggle data. docs/training.md explains each choice.
+``reference`` reproduces the reference project's recipe; ``quick`` is the
+from-scratch recipe sized for a CPU (the demo and the tests); ``cpu``
+fine-tunes a small pretrained backbone on a CPU in minutes; ``default`` is
+the same recipe on a larger backbone, for a GPU and the full Kaggle data. docs/training.md explains each choice.
 """
 
 from __future__ import annotations
@@ -27,11 +28,20 @@ PRESETS: dict[str, dict] = {
         optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
         view="crop", hflip=0.0, vflip=0.0, rotation=0.0, translate=0.0, zoom=1.0,
     ),
+    "cpu": dict(
+        model=dict(backbone="timm:tf_efficientnet_lite0", input_size=224, embedding_dim=None, normalize=True,
+                   pretrained=True),
+        sampler="pk", miner="all", batch_size=32, paintings_per_artist=4, epochs=8, max_minutes=15.0,
+        optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
+        id_weight=0.0, backbone_lr_scale=0.1, warmup=0.1, view="mixed", hflip=0.5, vflip=0.0, rotation=0.0,
+        translate=0.0, zoom=1.0,
+    ),
     "default": dict(
-        model=dict(backbone="resnet50", input_size=224, embedding_dim=512, normalize=True, pretrained=True),
-        sampler="pk", miner="semihard", batch_size=128, paintings_per_artist=4, epochs=30,
-        optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
-        view="crop", hflip=0.0, vflip=0.0, rotation=0.0, translate=0.0, zoom=1.0,
+        model=dict(backbone="resnet50", input_size=224, embedding_dim=None, normalize=True, pretrained=True),
+        sampler="pk", miner="all", batch_size=128, paintings_per_artist=4, epochs=30,
+        optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine", triplet_margin=0.2, pair_margin=0.5,
+        id_weight=0.0, backbone_lr_scale=0.1, warmup=0.05, view="mixed", hflip=0.5, vflip=0.0, rotation=0.0,
+        translate=0.0, zoom=1.0,
     ),
 }
 

@@ -1,0 +1,161 @@
+"""Fine-tuning recipes on a pretrained backbone: the start checkpoint, artist losses, frozen features, budgets, views.
+
+"Pretrained" here is a weights file written by the test (timm's tiny
+test_efficientnet), loaded through --weights as a user's file would be.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pbn_cli.cli import app
+from pbn_cli.model.views import grid_views, random_views, views_per_painting
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_efficientnet").state_dict().items()}, str(path))
+    return path
+
+
+def _train(ws, weights, *args, expect=0):
+    argv = ["train", "--preset", "cpu", "--backbone", "timm:test_efficientnet", "--weights", str(weights),
+            "--input-size", "32", "--batch-size", "16", "--device", "cpu", "--max-minutes", "5", *map(str, args),
+            "-w", str(ws)]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == expect, (result.output, result.exception)
+    return result
+
+
+def _history(ws, run):
+    return pd.read_parquet(Path(ws) / "runs" / run / "history.parquet")
+
+
+def _state(ws, run, which):
+    return torch.load(Path(ws) / "runs" / run / "checkpoints" / f"{which}.pt", weights_only=True)
+
+
+def test_a_pretrained_run_is_measured_before_training_and_keeps_that_network(workspace_copy, weights):
+    _train(workspace_copy, weights, "--run", "ft", "--epochs", "2")
+    hist = _history(workspace_copy, "ft")
+    assert list(hist["epoch"]) == [0, 1, 2]
+    start = _state(workspace_copy, "ft", "start")
+    from safetensors.torch import load_file
+
+    published = load_file(str(weights))
+    assert all(torch.equal(start["model"][f"backbone.{k}"], v) for k, v in published.items() if not k.startswith("classifier"))
+    last = _state(workspace_copy, "ft", "last")
+    assert any(not torch.equal(start["model"][k], last["model"][k]) for k in start["model"])
+    # the classifier over the training artists is kept for --resume, never in the network eval uses
+    assert "proxies" in last["artist_loss"] and not any("proxies" in k for k in last["model"])
+    result = CliRunner().invoke(app, ["eval", "--run", "ft", "--checkpoint", "start", "--split", "val",
+                                      "-w", str(workspace_copy)])
+    assert result.exit_code == 0, result.output
+    import json
+
+    figures = json.loads((workspace_copy / "runs/ft/eval/val-start/metrics.json").read_text())
+    assert figures["epoch"] == 0
+
+
+def test_backbone_learns_at_its_own_rate_after_a_warm_up(workspace_copy, weights):
+    _train(workspace_copy, weights, "--run", "lr", "--epochs", "2", "--lr", "0.01", "--backbone-lr-scale", "0.1",
+           "--warmup", "0.5")
+    opt = _state(workspace_copy, "lr", "last")["optimizer"]
+    assert [g["base_lr"] for g in opt["param_groups"]] == pytest.approx([0.01, 0.001])
+    hist = _history(workspace_copy, "lr")
+    assert hist["lr"].iloc[1] < 0.01  # still warming up at the end of epoch 1 of 2 (half the steps)
+
+
+def test_batchnorm_statistics_stay_as_pretrained_with_small_batches(workspace_copy, weights):
+    _train(workspace_copy, weights, "--run", "bn", "--epochs", "1")
+    start, last = _state(workspace_copy, "bn", "start")["model"], _state(workspace_copy, "bn", "last")["model"]
+    running = [k for k in start if k.endswith("running_mean")]
+    assert running and all(torch.equal(start[k], last[k]) for k in running)
+    _train(workspace_copy, weights, "--run", "bn2", "--epochs", "1", "--bn-train")
+    last = _state(workspace_copy, "bn2", "last")["model"]
+    assert any(not torch.equal(start[k], last[k]) for k in running)
+
+
+def test_proxy_mode_trains_on_the_artist_loss_alone(workspace_copy, weights):
+    _train(workspace_copy, weights, "--run", "px", "--mode", "proxy", "--epochs", "2", "--margin", "0.2")
+    hist = _history(workspace_copy, "px")
+    assert hist["train_loss"].iloc[2] < hist["train_loss"].iloc[1]
+    config = _state(workspace_copy, "px", "last")["config"]
+    assert config["mode"] == "proxy" and config["class_margin"] == 0.2
+
+
+def test_frozen_backbone_trains_the_head_on_features_computed_once(workspace_copy, weights):
+    _train(workspace_copy, weights, "--run", "fz", "--freeze-backbone", "--embedding-dim", "8", "--epochs", "3")
+    run = workspace_copy / "runs/fz"
+    files = sorted((run / "features").glob("*.npy"))
+    assert [f.name.split("-")[0] for f in files] == ["train", "val"]
+    train = np.load(files[0])
+    n_train = len(pd.read_parquet(workspace_copy / "manifests/split.parquet").query("split == 'train'"))
+    assert train.shape[:2] == (n_train, 2 * views_per_painting(64, 32, "mixed"))  # the grid, the whole, mirrored
+    start, last = _state(workspace_copy, "fz", "start")["model"], _state(workspace_copy, "fz", "last")["model"]
+    assert all(torch.equal(start[k], last[k]) for k in start if k.startswith("backbone."))
+    assert not torch.equal(start["head.weight"], last["head.weight"])
+    stamps = [f.stat().st_mtime_ns for f in files]
+    _train(workspace_copy, weights, "--run", "fz", "--resume", "--epochs", "4")
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # read back, not computed again
+    result = _train(workspace_copy, weights, "--run", "fz2", "--freeze-backbone", expect=2)
+    assert "--embedding-dim" in result.output
+
+
+def test_a_budget_plans_the_schedule_and_ends_annealed(workspace_copy, weights):
+    result = _train(workspace_copy, weights, "--run", "bud", "--epochs", "500", "--max-minutes", "0.15",
+                    "--lr", "0.001")
+    hist = _history(workspace_copy, "bud")
+    assert "planned to fit the 0.15-minute budget" in result.output
+    assert 1 <= hist["epoch"].max() < 500
+    assert hist["lr"].iloc[-1] < 0.5 * 0.001  # the cosine reached its end (a 500-epoch schedule cut early: ~0.001)
+
+
+def test_mixed_views_show_the_crops_and_the_whole_painting():
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    grid = grid_views(x, 32, "mixed").reshape(2, 5, 3, 32, 32)
+    assert torch.equal(grid[:, :4], grid_views(x, 32, "crop").reshape(2, 4, 3, 32, 32))
+    assert torch.equal(grid[:, 4], grid_views(x, 32, "resize"))
+    views = random_views(x, 32, "mixed", torch.Generator().manual_seed(3))
+    crops = random_views(x, 32, "crop", torch.Generator().manual_seed(3))
+    assert views.shape == (2, 3, 32, 32)
+    again = random_views(x, 32, "mixed", torch.Generator().manual_seed(3))
+    assert torch.equal(views, again) and crops.shape == views.shape
+
+
+@pytest.mark.parametrize("backbone", ["timm", "torchvision"])
+def test_export_of_an_ecosystem_backbone_compares_alike_without_the_workspace(workspace_copy, tiny_workspace, weights,
+                                                                               tmp_path, monkeypatch, backbone):
+    import json
+
+    runner = CliRunner()
+    ws = str(workspace_copy)
+    if backbone == "timm":
+        _train(workspace_copy, weights, "--run", "e", "--epochs", "1")
+    else:
+        result = runner.invoke(app, ["train", "--preset", "quick", "--backbone", "resnet18", "--input-size", "32",
+                                     "--batch-size", "16", "--epochs", "1", "--device", "cpu", "--run", "e", "-w", ws])
+        assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["eval", "--run", "e", "--split", "val", "-w", ws]).exit_code == 0
+    images = sorted((tiny_workspace.parent / "data").rglob("*.*"))
+    a, b = (str(p) for p in [x for x in images if x.suffix.lower() in (".jpg", ".png", ".webp", ".tif", ".bmp")][:2])
+    model = tmp_path / "m.pt"
+    assert runner.invoke(app, ["export", "e", str(model), "-w", ws]).exit_code == 0
+    with_ws = runner.invoke(app, ["compare", a, b, "--run", "e", "--json", "--device", "cpu", "-w", ws])
+    assert with_ws.exit_code == 0, with_ws.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    alone = runner.invoke(app, ["compare", a, b, "--model", str(model), "--json", "--device", "cpu"])
+    assert alone.exit_code == 0, alone.output
+    assert json.loads(alone.output) == json.loads(with_ws.output)
