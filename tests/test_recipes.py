@@ -46,7 +46,7 @@ def _state(ws, run, which):
 
 
 def test_a_pretrained_run_is_measured_before_training_and_keeps_that_network(workspace_copy, weights):
-    _train(workspace_copy, weights, "--run", "ft", "--epochs", "2")
+    _train(workspace_copy, weights, "--run", "ft", "--epochs", "2", "--id-weight", "1")
     hist = _history(workspace_copy, "ft")
     assert list(hist["epoch"]) == [0, 1, 2]
     start = _state(workspace_copy, "ft", "start")
@@ -69,11 +69,11 @@ def test_a_pretrained_run_is_measured_before_training_and_keeps_that_network(wor
 
 def test_backbone_learns_at_its_own_rate_after_a_warm_up(workspace_copy, weights):
     _train(workspace_copy, weights, "--run", "lr", "--epochs", "2", "--lr", "0.01", "--backbone-lr-scale", "0.1",
-           "--warmup", "0.5")
+           "--warmup", "0.9", "--embedding-dim", "8")
     opt = _state(workspace_copy, "lr", "last")["optimizer"]
     assert [g["base_lr"] for g in opt["param_groups"]] == pytest.approx([0.01, 0.001])
     hist = _history(workspace_copy, "lr")
-    assert hist["lr"].iloc[1] < 0.01  # still warming up at the end of epoch 1 of 2 (half the steps)
+    assert hist["lr"].iloc[1] < 0.01  # still warming up at the end of epoch 1 of 2 (0.9 of the steps)
 
 
 def test_batchnorm_statistics_stay_as_pretrained_with_small_batches(workspace_copy, weights):

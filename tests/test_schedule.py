@@ -8,14 +8,21 @@ from pbn_cli.model.recipe import TrainConfig
 from pbn_cli.training.schedule import Schedule, plan_epochs
 
 
-def test_warmup_then_cosine_to_zero_over_the_planned_steps():
+def test_warmup_then_cosine_over_the_planned_epochs():
     s = Schedule(TrainConfig(epochs=4, warmup=0.25), steps_per_epoch=10)  # 40 steps, 10 of warm-up
-    assert s.factor(0) == pytest.approx(0.1 * 0.5 * (1 + math.cos(0)), abs=1e-9)
-    assert s.factor(4) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 4 / 40)))
-    assert s.factor(20) == pytest.approx(0.5)  # half-way down the cosine
-    assert s.factor(39) < 0.01
+    assert s.factor(0) == pytest.approx(0.1)
+    assert s.factor(4) == pytest.approx(0.5)  # warming up, epoch 0 of the cosine
+    assert s.factor(20) == pytest.approx(0.5)  # epoch 2 of 4: half-way down the cosine
+    assert s.factor(39) == pytest.approx(0.5 * (1 + math.cos(3 * math.pi / 4)))
     s.planned_epochs = 2  # a shorter plan anneals sooner
-    assert s.factor(19) < 0.03
+    assert s.factor(19) == pytest.approx(0.5) and s.factor(9) == pytest.approx(1.0)
+
+
+def test_cosine_steps_is_smooth_over_the_planned_steps():
+    s = Schedule(TrainConfig(epochs=4, schedule="cosine-steps"), steps_per_epoch=10)
+    assert s.factor(20) == pytest.approx(0.5)
+    assert s.factor(5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 40)))
+    assert s.factor(39) < 0.01
 
 
 def test_multistep_decays_by_epoch():

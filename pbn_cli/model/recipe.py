@@ -36,7 +36,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adam | adamw
     lr: float = 3e-4
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | multistep
+    schedule: str = "cosine"  # cosine (by epoch) | cosine-steps (by step) | multistep
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     triplet_margin: float = 0.2

@@ -1,8 +1,8 @@
 """The learning rate of every step, and a plan that fits the epochs into a time budget.
 
 The factor of a step is a linear warm-up over the first ``warmup`` share of
-the planned steps, times a cosine from 1 to 0 over the planned steps (or the
-reference's multistep decay by epoch). With ``--max-minutes`` the plan is the
+the planned steps, times a cosine from 1 towards 0 over the planned epochs
+(``cosine``) or steps (``cosine-steps``), or the reference's multistep decay. With ``--max-minutes`` the plan is the
 number of epochs the budget holds, measured from the first steps and then
 from each finished epoch, so a budgeted run ends annealed instead of being
 cut in the middle of its schedule.
@@ -29,11 +29,12 @@ class Schedule:
     def factor(self, step: int) -> float:
         """The learning rate of global step ``step`` (0-based) as a share of the base rate."""
         c = self.config
+        epoch = step // self.steps_per_epoch
         if c.schedule == "multistep":
-            epoch = step // self.steps_per_epoch
             f = c.gamma ** sum(epoch >= m for m in c.milestones)
-        else:
-            f = 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.total_steps)))
+        else:  # cosine: by epoch (as quick was tuned); cosine-steps: smooth over the steps (cpu, default)
+            done = step / self.total_steps if c.schedule == "cosine-steps" else epoch / self.planned_epochs
+            f = 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
         warm = c.warmup * self.total_steps
         if warm >= 1 and step < warm:
             f *= (step + 1) / warm
