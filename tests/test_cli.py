@@ -66,7 +66,8 @@ def test_every_train_flag_reaches_the_recipe(tmp_path):
              "weights": "IMAGENET1K_V1",
              "sampler": "random", "miner": "batch-hard", "batch_size": 12, "paintings_per_artist": 3, "epochs": 2,
              "max_minutes": 1.5, "lr": 0.01, "view": "resize", "seed": 9, "device": "cpu", "compile": True,
-             "id_weight": 0.5, "backbone_lr_scale": 0.2, "warmup": 0.1, "bn_eval": True, "freeze_backbone": True}
+             "id_weight": 0.5, "backbone_lr_scale": 0.2, "warmup": 0.1, "bn_eval": True, "freeze_backbone": True,
+             "levels": 2}
     from pbn_cli.model.recipe import FLAGS
 
     assert set(given) == set(FLAGS)

@@ -141,7 +141,7 @@ def test_export_of_an_ecosystem_backbone_compares_alike_without_the_workspace(wo
     runner = CliRunner()
     ws = str(workspace_copy)
     if backbone == "timm":
-        _train(workspace_copy, weights, "--run", "e", "--epochs", "1")
+        _train(workspace_copy, weights, "--run", "e", "--epochs", "1", "--levels", "2")  # and the levels travel
     else:
         result = runner.invoke(app, ["train", "--preset", "quick", "--backbone", "resnet18", "--input-size", "32",
                                      "--batch-size", "16", "--epochs", "1", "--device", "cpu", "--run", "e", "-w", ws])
@@ -159,3 +159,31 @@ def test_export_of_an_ecosystem_backbone_compares_alike_without_the_workspace(wo
     alone = runner.invoke(app, ["compare", a, b, "--model", str(model), "--json", "--device", "cpu"])
     assert alone.exit_code == 0, alone.output
     assert json.loads(alone.output) == json.loads(with_ws.output)
+
+
+def test_levels_add_each_stages_pooled_features_normalised_alike(weights):
+    """--levels 3: the head's pooled features and the last two stages' averages, each of unit length, side by side."""
+    from pbn_cli.core.errors import InputError
+    from pbn_cli.model.embedder import Embedder
+    from pbn_cli.training.presets import resolve
+
+    config = resolve("cpu", "triplet", {"backbone": "timm:test_efficientnet", "weights": str(weights), "input_size": 32,
+                                        "levels": 3}).model
+    net = Embedder(config).eval()
+    info = net.backbone.feature_info
+    assert net.feature_dim == net.backbone.num_features + info[-2]["num_chs"] + info[-1]["num_chs"]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = net.backbone_features(x)
+        parts = feats.split([net.backbone.num_features, info[-2]["num_chs"], info[-1]["num_chs"]], 1)
+        assert all(torch.allclose(p.norm(dim=1), torch.ones(2), atol=1e-5) for p in parts)
+        # the first part is exactly the backbone's own features, normalised
+        one = Embedder(resolve("cpu", "triplet", {"backbone": "timm:test_efficientnet", "weights": str(weights),
+                                                  "input_size": 32, "levels": 1}).model).eval()
+        assert torch.allclose(parts[0], torch.nn.functional.normalize(one.backbone_features(x), dim=1), atol=1e-5)
+    with pytest.raises(InputError, match="needs a backbone with intermediate features"):
+        Embedder(resolve("quick", "triplet", {"levels": 2, "backbone": "reference", "input_size": 64}).model)
+    assert Embedder(resolve("quick", "triplet", {"levels": 3}).model).feature_dim == 256 + 64 + 128  # compact's
+    with pytest.raises(InputError, match="at most --levels"):
+        Embedder(resolve("cpu", "triplet", {"backbone": "timm:test_efficientnet", "weights": str(weights),
+                                            "input_size": 32, "levels": 50}).model)

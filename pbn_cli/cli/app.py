@@ -34,8 +34,9 @@ app = typer.Typer(
         "  pbn compare a.jpg b.jpg     same artist? distance, probability, verdict\n"
         "  pbn search a.jpg            the nearest paintings and their artists\n"
         "  pbn predict pairs.csv       probabilities for many pairs (a Kaggle submission)\n"
+        "  pbn serve                   a local web page: compare, search, the runs' reports\n"
         "  pbn status                  what is done, what is stale\n\n"
-        "Start with `pbn demo`: every stage on synthetic paintings in about 4 minutes on a CPU."
+        "Start with `pbn demo`: every stage on synthetic paintings in about 2 minutes on a CPU."
     ),
     no_args_is_help=True,
     add_completion=False,

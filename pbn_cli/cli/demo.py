@@ -127,7 +127,7 @@ def demo(
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the paintings, the split and the training.")] = 0,
 ) -> None:
-    """The whole pipeline on synthetic paintings, in about 4 minutes on a laptop CPU.
+    """The whole pipeline on synthetic paintings, in about 2 minutes on a laptop CPU.
 
     synth -> ingest -> clean -> split -> resize -> train (quick preset) ->
     eval beside the colour baseline -> compare -> search, printing each

@@ -28,6 +28,7 @@ def train(
     backbone: Annotated[Optional[str], typer.Option(help="reference, compact, any torchvision classifier (resnet50, convnext_tiny, vit_b_16...) or timm:NAME; `pbn backbones` lists them.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Side of the square views the network sees, px.")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help="Embedding size (a linear head when it differs).")] = None,
+    levels: Annotated[Optional[int], typer.Option(help="compact and timm backbones: also pool the last LEVELS-1 stages before the head (texture the last layer forgets); 1: the backbone's features alone.")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings.")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="The backbone's default ImageNet weights (torchvision's or timm's cache, else downloaded).")] = None,
     weights: Annotated[Optional[str], typer.Option(help="A torchvision weights name (e.g. IMAGENET1K_SWAG_LINEAR_V1) or a .safetensors / state-dict file; input normalisation and size follow the weights.")] = None,

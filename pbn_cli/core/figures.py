@@ -23,9 +23,10 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path, tight: bool = True) -> None:
+    """The figure as a PNG (cropped to what is drawn unless ``tight`` is False), written atomically."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
     pyplot().close(fig)
     write_bytes(path, buf.getvalue())
 

@@ -25,7 +25,16 @@ def roc_curve(scores, same, auc: float, path: Path) -> None:
     save_figure(fig, path)
 
 
-def distance_histograms(d, same, threshold: float, path: Path) -> None:
+def distance_histograms(d, same, threshold: float, path: Path, title: str = "distances of pairs on unseen artists",
+                        margins: dict | None = None) -> dict:
+    """Histograms of same- and different-artist distances with the threshold.
+
+    With ``margins`` (subplots_adjust's left, right, bottom, top) the picture
+    keeps them instead of being cropped tight, and the answer says where the
+    axes lie in it: ``{"left", "right", "top", "bottom"}`` as shares of its
+    width and height, ``{"xmin", "xmax"}`` the distances at the axes' ends (so
+    a page can draw one pair's distance over it).
+    """
     import numpy as np
 
     plt = pyplot()
@@ -34,10 +43,13 @@ def distance_histograms(d, same, threshold: float, path: Path) -> None:
     ax.hist(d[~same], bins=bins, density=True, alpha=0.6, color="tab:red", label=f"different artists ({(~same).sum():,})")
     ax.hist(d[same], bins=bins, density=True, alpha=0.6, color="tab:green", label=f"same artist ({same.sum():,})")
     ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3f}")
-    ax.set(xlabel="distance between embeddings", ylabel="density", title="distances of pairs on unseen artists")
+    ax.set(xlabel="distance between embeddings", ylabel="density", title=title)
     ax.legend()
-    save_figure(fig, path)
-
+    if margins:
+        fig.subplots_adjust(**margins)
+    box, (xmin, xmax) = ax.get_position(), ax.get_xlim()
+    save_figure(fig, path, tight=not margins)
+    return {"left": box.x0, "right": box.x1, "top": 1 - box.y1, "bottom": 1 - box.y0, "xmin": xmin, "xmax": xmax}
 
 def triplet_sheet(images, artists, triplets, dp, dn, path: Path, title: str) -> None:
     """Rows of anchor, positive, negative thumbnails; distances in the titles; green when right."""

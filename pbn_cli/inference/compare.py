@@ -25,11 +25,16 @@ class Verdict:
         return asdict(self)
 
 
-def compare(model: TrainedModel, a: Path, b: Path, device: torch.device) -> Verdict:
-    emb = model.embed_files([a, b], device).astype(np.float64)
-    distance = float(np.linalg.norm(emb[0] - emb[1]))
+def verdict(model: TrainedModel, a: np.ndarray, b: np.ndarray) -> Verdict:
+    """The verdict on two embeddings: their distance against the run's calibrated threshold."""
+    distance = float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
     threshold = float(model.calibration["threshold"])
     return Verdict(distance, threshold, model.probability(distance), distance <= threshold, model.name)
+
+
+def compare(model: TrainedModel, a: Path, b: Path, device: torch.device) -> Verdict:
+    emb = model.embed_files([a, b], device)
+    return verdict(model, emb[0], emb[1])
 
 
 def verdict_sheet(model: TrainedModel, a: Path, b: Path, verdict: Verdict, path: Path) -> None:

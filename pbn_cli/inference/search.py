@@ -20,6 +20,7 @@ from pbn_cli.core import locking
 from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.core.figures import pyplot, save_figure, short
 from pbn_cli.core.manifest import Record, read_manifest, read_record, write_manifest
+from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import run_for
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
@@ -36,7 +37,8 @@ class SearchResult:
     vote: list[tuple[str, int]]  # artists of the neighbours, most frequent first
 
 
-def workspace_embeddings(ws: Workspace, model: TrainedModel, device: torch.device) -> pd.DataFrame:
+def workspace_embeddings(ws: Workspace, model: TrainedModel, device: torch.device,
+                         progress: Progress = SILENT) -> pd.DataFrame:
     """Every cached painting's embedding for this run and checkpoint, computed once and reused."""
     data = CacheData(ws)
     path = run_for(ws, model.name).search_cache(model.which)
@@ -50,7 +52,8 @@ def workspace_embeddings(ws: Workspace, model: TrainedModel, device: torch.devic
     with locking.hold(path.with_suffix(".lock"), f"search embeddings {path}"):
         table = data.table
         rows = table["cache_row"].to_numpy(np.int64)
-        emb = model.embed_pixels(model.network(device), lambda idx: data.gather(rows[idx]), len(rows), device)
+        progress.start(len(rows))
+        emb = model.embed_pixels(model.network(device), lambda idx: data.gather(rows[idx]), len(rows), device, progress)
         frame = pd.DataFrame({"image_id": table["image_id"].to_numpy(), "artist": table["artist"].to_numpy(),
                               "split": table["split"].to_numpy(), "cache_row": rows, "embedding": list(emb)})
         write_manifest(path, frame, Record("search", {"run": model.name, "checkpoint": model.which}, inputs))
@@ -72,19 +75,31 @@ def _same_file(ws: Workspace, frame: pd.DataFrame, query: Path) -> np.ndarray:
 
 def search(ws: Workspace, model: TrainedModel, *, image: Path, k: int = 10, split: str = "all",
            device: torch.device) -> SearchResult:
+    check_request(k, split)
+    if not Path(image).is_file():
+        raise InputError(f"{image} does not exist")
+    frame = workspace_embeddings(ws, model, device)
+    query = model.embed_files([Path(image)], device)[0]
+    return nearest(frame, model, query, k=k, split=split, leave_out=_same_file(ws, frame, Path(image)))
+
+
+def check_request(k: int, split: str) -> None:
     if split not in SPLITS:
         raise InputError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if k < 1:
         raise InputError("-k must be at least 1")
-    if not Path(image).is_file():
-        raise InputError(f"{image} does not exist")
-    frame = workspace_embeddings(ws, model, device)
-    keep = ~_same_file(ws, frame, Path(image))
+
+
+def nearest(frame: pd.DataFrame, model: TrainedModel, query: np.ndarray, *, k: int, split: str = "all",
+            leave_out: np.ndarray | None = None) -> SearchResult:
+    """The ``k`` paintings of ``frame`` (``workspace_embeddings``) nearest to the embedding ``query``."""
+    check_request(k, split)
+    keep = np.ones(len(frame), bool) if leave_out is None else ~leave_out
     if split != "all":
         keep &= (frame["split"] == split).to_numpy()
     pool = frame[keep]
-    query = model.embed_files([Path(image)], device)[0].astype(np.float64)
-    emb = np.stack(pool["embedding"].to_numpy()).astype(np.float64)
+    query = query.astype(np.float64)
+    emb = np.stack(pool["embedding"].to_numpy()).astype(np.float64) if len(pool) else np.zeros((0, len(query)))
     d = np.sqrt(((emb - query) ** 2).sum(1))
     order = np.argsort(d, kind="stable")[:k]
     near = pool.iloc[order][["image_id", "artist", "split", "cache_row"]].copy()

@@ -64,9 +64,28 @@ class CompactCNN(nn.Module):
         self.features = ReferenceCNN(32).features
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out_features = 256
+        # the stages before the last, as timm describes its models' (so --levels works alike)
+        ends = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        self._ends = ends[:-1]
+        norms = [i for i, m in enumerate(self.features) if isinstance(m, nn.BatchNorm2d)]
+        self.feature_info = [{"num_chs": self.features[max(n for n in norms if n < i)].num_features,
+                              "reduction": 2 ** (k + 1), "module": f"features.{i}"} for k, i in enumerate(self._ends)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: list[int], intermediates_only: bool = False):
+        """(the last stage's output, the outputs of the stages ``indices`` name), timm's convention."""
+        wanted = {self._ends[i] for i in indices}
+        middle = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in wanted:
+                middle.append(x)
+        return middle if intermediates_only else (x, middle)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        return self.pool(x)
 
 
 def _compact(input_size: int, pretrained: bool) -> tuple[nn.Module, int]:

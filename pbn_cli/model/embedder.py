@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pbn_cli.core.errors import InputError
 from pbn_cli.model.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
+
+
+#: channels-last convolutions: 1.2-1.9x faster training and embedding on a CPU, as on a GPU
+#: (tests/benchmarks/channels_last.py, docs/benchmarks.md)
+MEMORY_FORMAT = torch.channels_last
 
 
 @dataclass
@@ -26,6 +32,7 @@ class ModelConfig:
     weights: str | None = None  # a torchvision weights name (IMAGENET1K_V2) or a weights file
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation, per channel,
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # as the weights were trained
+    levels: int = 1  # >1 (compact, timm): also the pooled features of the last levels-1 stages before the head
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,6 +46,8 @@ class Embedder(nn.Module):
         self.config = config
         self.backbone, features = create_backbone(config.backbone, config.input_size, config.pretrained and load_pretrained,
                                                   config.weights if load_pretrained else None)
+        self.stages = stage_indices(self.backbone, config.levels, config.backbone)
+        features += sum(self.backbone.feature_info[i]["num_chs"] for i in self.stages)
         dim = config.embedding_dim or features
         self.head = nn.Linear(features, dim) if dim != features else nn.Identity()
         if isinstance(self.head, nn.Linear) and (config.pretrained or config.weights):
@@ -49,13 +58,23 @@ class Embedder(nn.Module):
         self.dim = dim
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        # weights loaded later keep this layout; digests read tensors in logical order
+        self.to(memory_format=MEMORY_FORMAT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(self.unnormalized(x))
 
     def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled features of images in [0, 1]."""
-        return self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        x = x.contiguous(memory_format=MEMORY_FORMAT)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if not self.stages:
+            return self.backbone(x)
+        # what ImageNet features know of texture sits in the middle stages too: each level's pooled features,
+        # L2-normalised so that each counts alike, side by side (docs/training.md, "Levels")
+        last, middle = self.backbone.forward_intermediates(x, indices=self.stages, intermediates_only=False)
+        parts = [self.backbone.forward_head(last, pre_logits=True), *(h.mean((2, 3)) for h in middle)]
+        return torch.cat([F.normalize(p.float(), dim=1) for p in parts], 1)
 
     def unnormalized(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding before L2 normalisation (what an artist classifier reads)."""
@@ -63,3 +82,18 @@ class Embedder(nn.Module):
 
     def finish(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z, dim=1) if self.config.normalize else z
+
+
+def stage_indices(backbone: nn.Module, levels: int, name: str) -> list[int]:
+    """The indices (timm's feature_info) of the last ``levels - 1`` stages; [] for the backbone's features alone."""
+    if levels < 1:
+        raise InputError(f"--levels must be at least 1, got {levels}")
+    if levels == 1:
+        return []
+    info = getattr(backbone, "feature_info", None)
+    if not hasattr(backbone, "forward_intermediates") or not isinstance(info, list) or not info:
+        raise InputError(f"--levels {levels} needs a backbone with intermediate features (compact or timm:NAME); "
+                         f"{name} has none here (use --levels 1)")
+    if levels - 1 > len(info):
+        raise InputError(f"--levels {levels}: {name} has {len(info)} stages, so at most --levels {len(info) + 1}")
+    return list(range(len(info) - levels + 1, len(info)))

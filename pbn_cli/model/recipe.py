@@ -78,7 +78,7 @@ class TrainConfig:
 FLAGS = (
     "backbone", "input_size", "embedding_dim", "normalize", "pretrained", "weights", "sampler", "miner", "batch_size",
     "paintings_per_artist", "epochs", "max_minutes", "lr", "view", "seed", "device", "compile",
-    "id_weight", "backbone_lr_scale", "warmup", "bn_eval", "freeze_backbone",
+    "id_weight", "backbone_lr_scale", "warmup", "bn_eval", "freeze_backbone", "levels",
 )
 #: fields set otherwise: by --mode, --preset and --margin (the mode's margin), or by the preset alone
 NOT_FLAGS = (

@@ -44,22 +44,31 @@ class TrainedModel:
     which: str = "best"  # the run's checkpoint it came from
     epoch: int = 0
     _fingerprint: str | None = field(default=None, repr=False)
+    _networks: dict = field(default_factory=dict, repr=False)
 
     def network(self, device: torch.device) -> Embedder:
-        """The network in eval mode on ``device``."""
-        model = Embedder(self.config.model, load_pretrained=False)
-        model.load_state_dict(self.state)
-        return model.to(device).eval()
+        """The network in eval mode on ``device``, built once per device and shared (inference only)."""
+        key = str(device)
+        if key not in self._networks:
+            model = Embedder(self.config.model, load_pretrained=False)
+            model.load_state_dict(self.state)
+            self._networks[key] = model.to(device).eval()
+        return self._networks[key]
+
+    def read(self, path: Path, name: str | None = None) -> np.ndarray:
+        """A painting file as the model sees it (the image door, with the cache's size and fit); one line if unreadable."""
+        try:
+            return imaging.load_rgb(str(path), self.image_size, self.fit)
+        except imaging.ImageReadError as err:
+            raise InputError(f"cannot read {name or path}: {err}") from None
+
+    def embed_one(self, pixels: np.ndarray, device: torch.device) -> np.ndarray:
+        """The embedding of one painting read by ``read``, computed alone (so it never depends on its neighbours in a batch)."""
+        return self.embed_pixels(self.network(device), lambda idx: pixels[None][idx], 1, device)[0]
 
     def embed_files(self, paths: list[Path], device: torch.device) -> np.ndarray:
-        pixels = []
-        for path in paths:
-            try:
-                pixels.append(imaging.load_rgb(str(path), self.image_size, self.fit))
-            except imaging.ImageReadError as err:
-                raise InputError(f"cannot read {path}: {err}") from None
-        images = np.stack(pixels)
-        return self.embed_pixels(self.network(device), lambda idx: images[idx], len(images), device)
+        images = [self.read(path) for path in paths]
+        return np.stack([self.embed_one(pixels, device) for pixels in images])
 
     def embed_pixels(self, network, get_images, n: int, device: torch.device, progress=None) -> np.ndarray:
         """Embeddings of ``n`` cached-size images, seen exactly as in training's evaluation."""

@@ -203,8 +203,6 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
             raise InputError(f"--freeze-backbone trains the head alone: give --embedding-dim (below the backbone's "
                              f"{model.feature_dim} features) so there is a head to train")
         model.backbone.requires_grad_(False)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     classes = np.unique(train_rows.labels)
     artist_loss = (ArtistLoss(model.dim, len(classes), config.class_scale, config.class_margin).to(device)
                    if uses_artist_loss(config) else None)

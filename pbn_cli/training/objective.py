@@ -96,10 +96,7 @@ class Objective:
         if c.freeze_backbone:  # (B, V, F) features: one of each painting's views, drawn from the generator
             pick = torch.randint(x.shape[1], (x.shape[0],), generator=generator).to(x.device)
             return x[torch.arange(x.shape[0], device=x.device), pick]
-        views = random_views(x, c.model.input_size, c.view, generator, c.hflip, c.vflip, c.rotation, c.translate, c.zoom)
-        if self.device.type == "cuda":
-            views = views.contiguous(memory_format=torch.channels_last)
-        return views
+        return random_views(x, c.model.input_size, c.view, generator, c.hflip, c.vflip, c.rotation, c.translate, c.zoom)
 
     def __call__(self, batch, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         c = self.config

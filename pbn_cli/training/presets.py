@@ -30,7 +30,7 @@ PRESETS: dict[str, dict] = {
     ),
     "cpu": dict(
         model=dict(backbone="timm:tf_efficientnet_lite0", input_size=224, embedding_dim=None, normalize=True,
-                   pretrained=True),
+                   pretrained=True, levels=3),
         sampler="pk", miner="all", batch_size=32, paintings_per_artist=4, epochs=8, max_minutes=15.0,
         optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine-steps", triplet_margin=0.2, pair_margin=0.5,
         id_weight=0.0, backbone_lr_scale=0.1, warmup=0.1, view="mixed", hflip=0.5, vflip=0.0, rotation=0.0,

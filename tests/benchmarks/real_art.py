@@ -14,6 +14,7 @@ Recipes (the ablation ones train the same number of epochs, one by default,
 so their rows compare with each other, not with ``cpu``):
 - ``frozen``: the pretrained backbone's own features, no training (`eval --checkpoint start` of the cpu run);
 - ``cpu``: ``--preset cpu`` with the given weights, ``--max-minutes 15``;
+- ``cpu-levels1``: the same with the last stage's features alone (``--levels 1``; its start: ``frozen-levels1``);
 - ``scratch``: no pretrained weights: the quick preset at 128 px, whole painting and crops, with the artist loss;
 - ``abl-triplet``: triplet loss alone, crops only; ``abl-artist``: + artist loss;
   ``abl-proxy``: artist loss alone (proxy mode); ``abl-mixed``: triplet + the whole-painting view (the cpu
@@ -45,6 +46,7 @@ def recipes(weights: str, ablation: int) -> dict[str, list[str]]:
     short = ["--epochs", f"{ablation}", "--max-minutes", "60"]  # the same steps for every row
     return {
         "cpu": ["--preset", "cpu", *pre, "--max-minutes", "15"],
+        "cpu-levels1": ["--preset", "cpu", *pre, "--max-minutes", "15", "--levels", "1"],
         "scratch": ["--preset", "quick", "--input-size", "128", "--view", "mixed", "--id-weight", "1",
                     "--max-minutes", "15"],
         "abl-triplet": ["--preset", "cpu", *pre, *short, "--id-weight", "0", "--view", "crop"],
@@ -54,6 +56,16 @@ def recipes(weights: str, ablation: int) -> dict[str, list[str]]:
         "abl-mixed-artist": ["--preset", "cpu", *pre, *short, "--id-weight", "1"],
         "abl-frozen-head": ["--preset", "cpu", *pre, "--freeze-backbone", "--embedding-dim", "256", "--epochs", "30"],
     }
+
+
+FROZEN = {"cpu": "frozen", "cpu-levels1": "frozen-levels1"}  # runs whose start checkpoint is measured too
+
+
+def preset_values(args: list[str]) -> str:
+    """The preset's values as pbn has them now: a row measured with other defaults is measured again."""
+    from pbn_cli.training.presets import PRESETS
+
+    return json.dumps(PRESETS[args[args.index("--preset") + 1]], sort_keys=True)
 
 
 def pbn(*args: str) -> None:
@@ -96,7 +108,7 @@ def main() -> None:
     table = recipes(a.weights, a.ablation_epochs)
     for name in a.only or list(table):
         args = table[name]
-        if done.get(name, {}).get("args") == args:
+        if done.get(name, {}).get("args") == args and done[name].get("preset") == preset_values(args):
             print(f"{name}: measured before, reused ({store})", flush=True)
             continue
         t0 = time.monotonic()
@@ -107,16 +119,16 @@ def main() -> None:
             [sys.executable, "-c", "import pandas as pd, sys; h = pd.read_parquet(sys.argv[1]); "
              "print(h.to_json(orient='records'))", str(ws / "runs" / name / "history.parquet")],
             check=True, capture_output=True, text=True).stdout)
-        done[name] = {"args": args, "minutes": minutes, "epochs": max(r["epoch"] for r in history),
+        done[name] = {"args": args, "preset": preset_values(args), "minutes": minutes, "epochs": max(r["epoch"] for r in history),
                       "metrics": metrics(ws, f"runs/{name}/eval/test")}
-        if (ws / "runs" / name / "checkpoints/start.pt").exists() and name == "cpu":
+        if (ws / "runs" / name / "checkpoints/start.pt").exists() and name in FROZEN:
             pbn("eval", "--run", name, "--checkpoint", "start", *w)
-            done["frozen"] = {"metrics": metrics(ws, f"runs/{name}/eval/test-start")}
+            done[FROZEN[name]] = {"metrics": metrics(ws, f"runs/{name}/eval/test-start")}
         store.write_text(json.dumps(done, indent=2))
     print(f"\nold-masters test split, artists unseen in training; {machine()}\n")
     print("| recipe | triplet acc. | pair AUC | P@1 | MAP@R | train min | epochs |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name in ["color-hist", "frozen", *table]:
+    for name in ["color-hist", *FROZEN.values(), *table]:
         if name in done:
             r = done[name]
             print(row(name, r["metrics"], r.get("minutes"), r.get("epochs")))
