@@ -152,3 +152,17 @@ def test_fast_header_agrees_with_pillow(tmp_path, quirky_set):
             expected = (im.format, im.width, im.height, im.mode)
         h = read_header(path)
         assert (h.format, h.width, h.height, h.mode) == expected, path
+
+
+def test_threads_reading_at_once_leave_pillows_bomb_check_as_they_found_it(tmp_path):
+    """pbn serve decodes uploads in several threads; the door turns Pillow's global check off while it decodes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "p.png"
+    _painting(120, 90).save(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    assert limit is not None
+    with ThreadPoolExecutor(8) as pool:
+        images = list(pool.map(lambda _: load_rgb(str(path), 64), range(400)))
+    assert Image.MAX_IMAGE_PIXELS == limit
+    assert all(np.array_equal(im, images[0]) for im in images)

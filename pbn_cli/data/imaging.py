@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,14 +44,32 @@ def set_big_image_lock(lock) -> None:
     _big_image_lock = lock
 
 
+_bomb_check_lock = threading.Lock()
+_bomb_check_off = 0  # decodes in progress with Pillow's check off
+_bomb_check_saved = None
+
+
 @contextlib.contextmanager
 def _no_bomb_check():
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    """Pillow's global bomb check off while we decode (we check sizes ourselves).
+
+    Counted under a lock, so threads decoding at once (`pbn serve`) put the
+    global back as they found it; a plain save-and-restore per thread could
+    restore another thread's None and leave the check off for good.
+    """
+    global _bomb_check_off, _bomb_check_saved
+    with _bomb_check_lock:
+        if _bomb_check_off == 0:
+            _bomb_check_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _bomb_check_off += 1
     try:
         yield
     finally:
-        Image.MAX_IMAGE_PIXELS = old
+        with _bomb_check_lock:
+            _bomb_check_off -= 1
+            if _bomb_check_off == 0:
+                Image.MAX_IMAGE_PIXELS = _bomb_check_saved
 
 
 def _reason(err: Exception) -> str:
