@@ -50,12 +50,15 @@ def embed_images(
             views = grid_views(x, input_size, view)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 z = model(views).float()
-            z = z.reshape(len(idx), v, -1).mean(1)
-            if normalize:
-                z = F.normalize(z, dim=1)
-            out.append(z.cpu().numpy().astype(np.float32))
+            out.append(painting_embeddings(z.reshape(len(idx), v, -1), normalize))
             if progress:
                 progress.advance(len(idx))
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def painting_embeddings(per_view: torch.Tensor, normalize: bool) -> np.ndarray:
+    """(B, V, D) embeddings of each painting's views -> (B, D) float32: the mean over views, L2-normalised when the model normalises."""
+    z = per_view.float().mean(1)
+    return (F.normalize(z, dim=1) if normalize else z).cpu().numpy().astype(np.float32)

@@ -14,13 +14,13 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pbn_cli.core.atomic import write_bytes
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import Run
 from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model.checkpoint import weights_digest
+from pbn_cli.model.embed import painting_embeddings
 from pbn_cli.model.embedder import Embedder
 from pbn_cli.model.views import grid_views, views_per_painting
 
@@ -75,6 +75,6 @@ def embed_cached(model: Embedder, feats: torch.Tensor, device: torch.device) -> 
     for start in range(0, len(feats), 1024):
         f = feats[start : start + 1024].to(device).float()
         b, v = f.shape[:2]
-        z = model.finish(model.head(f.reshape(b * v, -1)).float()).reshape(b, v, -1).mean(1)
-        out.append((F.normalize(z, dim=1) if model.config.normalize else z).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+        z = model.finish(model.head(f.reshape(b * v, -1)).float()).reshape(b, v, -1)
+        out.append(painting_embeddings(z, model.config.normalize))
+    return np.concatenate(out)

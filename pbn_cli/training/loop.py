@@ -223,7 +223,7 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
         net = torch.nn.parallel.DistributedDataParallel(tnet, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         net = torch.compile(net)
-    objective = Objective(config, net, tnet, train_rows.labels, device)
+    objective = Objective(config, net, tnet, classes, device)
     sampler = make_sampler(config.sampler, train_rows.labels, config.mode, config.batch_size, config.seed, config.paintings_per_artist)
     if dist.primary:
         run.folder.mkdir(parents=True, exist_ok=True)

@@ -85,11 +85,11 @@ def set_train_mode(net: TrainingNet, config: TrainConfig) -> None:
 class Objective:
     """The loss of one batch, from its uint8 images (or cached features) on the device."""
 
-    def __init__(self, config: TrainConfig, net: nn.Module, training_net: TrainingNet, train_labels: np.ndarray,
+    def __init__(self, config: TrainConfig, net: nn.Module, training_net: TrainingNet, classes: np.ndarray,
                  device: torch.device):
         self.config, self.net, self.training_net, self.device = config, net, training_net, device
         self.loss_fn = metric_loss(config)
-        self.classes = np.unique(train_labels)  # artist code -> classifier row
+        self.classes = classes  # the training artists' codes, sorted: artist code -> classifier row
 
     def inputs(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         c = self.config

@@ -64,7 +64,7 @@ def png(pixels: np.ndarray, side: int | None = None) -> bytes:
 class Service:
     def __init__(self, model: TrainedModel, device: torch.device, ws: Workspace | None = None):
         self.model, self.device, self.ws = model, device, ws
-        self.network = model.network(device)  # loaded once; embed_files reuses it
+        model.network(device)  # built once here; the model keeps it for every request
         self._folder = tempfile.TemporaryDirectory(prefix="pbn-serve-")
         self._lock = threading.Lock()
         self._uploads: OrderedDict[str, Future] = OrderedDict()
