@@ -67,12 +67,15 @@ def test_every_train_flag_reaches_the_recipe(tmp_path):
              "sampler": "random", "miner": "batch-hard", "batch_size": 12, "paintings_per_artist": 3, "epochs": 2,
              "max_minutes": 1.5, "lr": 0.01, "view": "resize", "seed": 9, "device": "cpu", "compile": True,
              "id_weight": 0.5, "backbone_lr_scale": 0.2, "warmup": 0.1, "bn_eval": True, "freeze_backbone": True,
-             "levels": 2}
+             "levels": 2, "keep_pretrained": 0.0}
     from pbn_cli.model.recipe import FLAGS
 
     assert set(given) == set(FLAGS)
     config = resolve("quick", "triplet", given)
     assert {name: config.get(name) for name in FLAGS} == given
+    # the copy cannot go with a frozen backbone: given alone, it reaches the recipe too
+    kept = {**given, "freeze_backbone": False, "keep_pretrained": 0.5}
+    assert {name: resolve("quick", "triplet", kept).get(name) for name in FLAGS} == kept
 
 
 def test_gpu_is_one_shared_option():

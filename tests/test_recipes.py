@@ -187,3 +187,59 @@ def test_levels_add_each_stages_pooled_features_normalised_alike(weights):
     with pytest.raises(InputError, match="at most --levels"):
         Embedder(resolve("cpu", "triplet", {"backbone": "timm:test_efficientnet", "weights": str(weights),
                                             "input_size": 32, "levels": 50}).model)
+
+
+def test_keep_pretrained_adds_an_untouched_copys_centred_features_to_the_embedding(workspace_copy, weights):
+    """The cpu preset keeps the pretrained network as loaded beside the fine-tuned one: its weights and BatchNorm
+    statistics never move (even with --bn-train), its centre is the mean over training paintings' grid views, and
+    the embedding is [fine-tuned, w x centred copy], normalised."""
+    from safetensors.torch import load_file
+
+    from pbn_cli.data.cache import CacheData
+    from pbn_cli.core.workspace import Workspace
+    from pbn_cli.model.embedder import Embedder
+    from pbn_cli.model.recipe import TrainConfig
+
+    _train(workspace_copy, weights, "--run", "kp", "--epochs", "1", "--bn-train", "--keep-pretrained", "0.5")
+    start, last = _state(workspace_copy, "kp", "start"), _state(workspace_copy, "kp", "last")
+    published = load_file(str(weights))
+    kept = {k[len("kept."):]: v for k, v in last["model"].items() if k.startswith("kept.")}
+    assert kept and all(torch.equal(kept[k], v) for k, v in published.items() if k in kept)
+    running = [k for k in kept if k.endswith("running_mean")]
+    assert running and all(torch.equal(kept[k], start["model"][f"kept.{k}"]) for k in running)
+    assert any(not torch.equal(last["model"][f"backbone.{k}"], kept[k]) for k in running)  # --bn-train moved those
+
+    config = TrainConfig.from_dict(last["config"])
+    assert config.model.keep_pretrained == 0.5
+    net = Embedder(config.model, load_pretrained=False)
+    net.load_state_dict(last["model"])
+    net.eval()
+    data = CacheData(Workspace(workspace_copy))
+    rows = data.split("train")
+    x = grid_views(torch.from_numpy(data.gather(rows.rows)), 32, "mixed")
+    with torch.no_grad():
+        copy_feats = net.backbone_features(x, net.kept)
+        assert torch.allclose(net.kept_center, copy_feats.mean(0), atol=1e-5)  # fewer than 256 paintings: all
+        norm = torch.nn.functional.normalize
+        tuned = norm(net.head(net.backbone_features(x)), dim=1)
+        expected = norm(torch.cat([tuned, 0.5 * norm(copy_feats - net.kept_center, dim=1)], 1), dim=1)
+        assert torch.allclose(net(x), expected, atol=1e-5)
+        assert net(x).shape[1] == net.dim + net.feature_dim
+
+    _train(workspace_copy, weights, "--run", "kp0", "--epochs", "1", "--keep-pretrained", "0")
+    assert not any(k.startswith("kept") for k in _state(workspace_copy, "kp0", "last")["model"])
+
+
+def test_keep_pretrained_needs_weights_and_a_backbone_that_trains(workspace_copy, weights):
+    from pbn_cli.training.presets import resolve
+
+    # the preset's copy steps aside when it cannot apply; asked for explicitly, it is one line
+    assert resolve("cpu", "triplet", {"backbone": "compact", "pretrained": False}).model.keep_pretrained == 0
+    assert resolve("cpu", "triplet", {"backbone": "timm:test_efficientnet", "weights": str(weights),
+                                      "freeze_backbone": True, "embedding_dim": 8}).model.keep_pretrained == 0
+    for extra, message in [(["--freeze-backbone", "--embedding-dim", "8", "--keep-pretrained", "1"], "untouched already"),
+                           (["--keep-pretrained", "-1"], "must be >= 0")]:
+        result = _train(workspace_copy, weights, "--run", "bad", *extra, expect=2)
+        assert message in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["train", "--preset", "quick", "--keep-pretrained", "1", "-w", str(workspace_copy)])
+    assert result.exit_code == 2 and "--pretrained or --weights" in result.output

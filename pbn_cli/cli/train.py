@@ -29,6 +29,7 @@ def train(
     input_size: Annotated[Optional[int], typer.Option(help="Side of the square views the network sees, px.")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help="Embedding size (a linear head when it differs).")] = None,
     levels: Annotated[Optional[int], typer.Option(help="compact and timm backbones: also pool the last LEVELS-1 stages before the head (texture the last layer forgets); 1: the backbone's features alone.")] = None,
+    keep_pretrained: Annotated[Optional[float], typer.Option(help="Pretrained backbones: the embedding also holds the features of an untouched copy of the pretrained network (centred on training paintings), weighted this beside the fine-tuned ones, so what ImageNet knew of artists never seen is kept (cpu and default: 1; 0: off). Embedding costs two forward passes.")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings.")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="The backbone's default ImageNet weights (torchvision's or timm's cache, else downloaded).")] = None,
     weights: Annotated[Optional[str], typer.Option(help="A torchvision weights name (e.g. IMAGENET1K_SWAG_LINEAR_V1) or a .safetensors / state-dict file; input normalisation and size follow the weights.")] = None,

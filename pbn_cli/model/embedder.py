@@ -1,4 +1,4 @@
-"""The embedder: backbone, optional linear head, optional L2 normalisation.
+"""The embedder: backbone, optional linear head, optional L2 normalisation, optional untouched pretrained copy.
 
 One network; the 2 (pair) or 3 (triplet) branches of a Siamese network are
 the same module applied to all their images in one batched forward, so the
@@ -7,6 +7,7 @@ weights are shared by construction.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -33,6 +34,7 @@ class ModelConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation, per channel,
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # as the weights were trained
     levels: int = 1  # >1 (compact, timm): also the pooled features of the last levels-1 stages before the head
+    keep_pretrained: float = 0.0  # >0: beside the trained features, an untouched copy's (centred), weighted this
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,25 +57,42 @@ class Embedder(nn.Module):
             nn.init.orthogonal_(self.head.weight)
             nn.init.zeros_(self.head.bias)
         self.feature_dim = features
-        self.dim = dim
+        self.dim = dim  # what the head gives (and an artist classifier reads); the copy's features come after it
+        # --keep-pretrained: the pretrained backbone as loaded, never trained; its features, centred on the training
+        # paintings (set by training), join the embedding so what ImageNet knew of unseen artists is not forgotten
+        self.kept = None
+        if config.keep_pretrained > 0:
+            self.kept = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+            self.register_buffer("kept_center", torch.zeros(features))
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         # weights loaded later keep this layout; digests read tensors in logical order
         self.to(memory_format=MEMORY_FORMAT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.unnormalized(x))
+        z = self.finish(self.unnormalized(x))
+        if self.kept is None:
+            return z
+        kept = F.normalize(self.backbone_features(x, self.kept).float() - self.kept_center, dim=1)
+        return self.finish(torch.cat([z, self.config.keep_pretrained * kept], 1))
 
-    def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled features of images in [0, 1]."""
+    def train(self, mode: bool = True) -> Embedder:
+        super().train(mode)
+        if self.kept is not None:
+            self.kept.eval()  # the pretrained copy never changes, its BatchNorm statistics included
+        return self
+
+    def backbone_features(self, x: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
+        """The backbone's (or its untouched copy's) pooled features of images in [0, 1]."""
+        backbone = self.backbone if backbone is None else backbone
         x = x.contiguous(memory_format=MEMORY_FORMAT)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if not self.stages:
-            return self.backbone(x)
+            return backbone(x)
         # what ImageNet features know of texture sits in the middle stages too: each level's pooled features,
         # L2-normalised so that each counts alike, side by side (docs/training.md, "Levels")
-        last, middle = self.backbone.forward_intermediates(x, indices=self.stages, intermediates_only=False)
-        parts = [self.backbone.forward_head(last, pre_logits=True), *(h.mean((2, 3)) for h in middle)]
+        last, middle = backbone.forward_intermediates(x, indices=self.stages, intermediates_only=False)
+        parts = [backbone.forward_head(last, pre_logits=True), *(h.mean((2, 3)) for h in middle)]
         return torch.cat([F.normalize(p.float(), dim=1) for p in parts], 1)
 
     def unnormalized(self, x: torch.Tensor) -> torch.Tensor:

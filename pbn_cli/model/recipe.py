@@ -79,6 +79,7 @@ FLAGS = (
     "backbone", "input_size", "embedding_dim", "normalize", "pretrained", "weights", "sampler", "miner", "batch_size",
     "paintings_per_artist", "epochs", "max_minutes", "lr", "view", "seed", "device", "compile",
     "id_weight", "backbone_lr_scale", "warmup", "bn_eval", "freeze_backbone", "levels",
+    "keep_pretrained",
 )
 #: fields set otherwise: by --mode, --preset and --margin (the mode's margin), or by the preset alone
 NOT_FLAGS = (
@@ -117,5 +118,13 @@ def check(c: TrainConfig) -> None:
         problems.append("--mode proxy trains on P x K batches: use --sampler pk")
     if c.mode == "proxy" and not 0 <= c.class_margin < 1:
         problems.append("--margin of proxy mode is a cosine margin in [0, 1)")
+    if c.model.keep_pretrained < 0:
+        problems.append("--keep-pretrained must be >= 0")
+    elif c.model.keep_pretrained > 0 and not (c.model.pretrained or c.model.weights):
+        problems.append("--keep-pretrained keeps a pretrained backbone's features: give --pretrained or --weights, "
+                        "or --keep-pretrained 0")
+    elif c.model.keep_pretrained > 0 and c.freeze_backbone:
+        problems.append("--keep-pretrained keeps an untouched copy beside a fine-tuned backbone; with "
+                        "--freeze-backbone the backbone is untouched already: give --keep-pretrained 0")
     if problems:
         raise InputError("; ".join(problems))

@@ -6,6 +6,9 @@ alone, so a head trained on cached features is validated exactly as
 ``embed_images`` would embed the paintings. The file's name is a digest of
 the backbone's weights, the cache and the views, so a changed cache or
 backbone never reuses stale features.
+
+``center_kept`` gives --keep-pretrained's untouched copy its centre: the
+mean of its features over training paintings' grid views.
 """
 
 from __future__ import annotations
@@ -78,3 +81,22 @@ def embed_cached(model: Embedder, feats: torch.Tensor, device: torch.device) -> 
         z = model.finish(model.head(f.reshape(b * v, -1)).float()).reshape(b, v, -1)
         out.append(painting_embeddings(z, model.config.normalize))
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def center_kept(model: Embedder, data: CacheData, rows: SplitRows, size: int, view: str, device: torch.device,
+                limit: int = 256, progress: Progress = SILENT) -> None:
+    """--keep-pretrained: set the untouched copy's centre to the mean of its features over the grid views of up to
+    ``limit`` training paintings, evenly spread (the mean of so many is stable; all of them would cost minutes on a CPU)."""
+    pick = np.unique(np.linspace(0, len(rows) - 1, min(limit, len(rows))).round().astype(int))
+    progress.start(len(pick), description="train: centring the pretrained copy's features", unit="paintings")
+    total, count = torch.zeros_like(model.kept_center, dtype=torch.float64), 0
+    batch = 64 if device.type != "cpu" else max(1, 32 // views_per_painting(data.size, size, view))
+    for start in range(0, len(pick), batch):
+        x = torch.from_numpy(data.gather(rows.rows[pick[start : start + batch]])).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            f = model.backbone_features(grid_views(x, size, view), model.kept).float()
+        total += f.sum(0).double()
+        count += len(f)
+        progress.advance(len(x))
+    model.kept_center.copy_((total / max(count, 1)).float())

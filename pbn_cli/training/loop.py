@@ -203,6 +203,9 @@ def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, devic
             raise InputError(f"--freeze-backbone trains the head alone: give --embedding-dim (below the backbone's "
                              f"{model.feature_dim} features) so there is a head to train")
         model.backbone.requires_grad_(False)
+    if state is None and model.kept is not None:
+        frozen.center_kept(model, data, train_rows, config.model.input_size, config.view, device, progress=progress)
+        progress.start(0, description="train", unit="steps")
     classes = np.unique(train_rows.labels)
     artist_loss = (ArtistLoss(model.dim, len(classes), config.class_scale, config.class_margin).to(device)
                    if uses_artist_loss(config) else None)

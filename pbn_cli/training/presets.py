@@ -30,14 +30,15 @@ PRESETS: dict[str, dict] = {
     ),
     "cpu": dict(
         model=dict(backbone="timm:tf_efficientnet_lite0", input_size=224, embedding_dim=None, normalize=True,
-                   pretrained=True, levels=3),
+                   pretrained=True, levels=3, keep_pretrained=1.0),
         sampler="pk", miner="all", batch_size=32, paintings_per_artist=4, epochs=8, max_minutes=15.0,
         optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine-steps", triplet_margin=0.2, pair_margin=0.5,
         id_weight=0.0, backbone_lr_scale=0.1, warmup=0.1, view="mixed", hflip=0.5, vflip=0.0, rotation=0.0,
         translate=0.0, zoom=1.0,
     ),
     "default": dict(
-        model=dict(backbone="resnet50", input_size=224, embedding_dim=None, normalize=True, pretrained=True),
+        model=dict(backbone="resnet50", input_size=224, embedding_dim=None, normalize=True, pretrained=True,
+                   keep_pretrained=1.0),
         sampler="pk", miner="all", batch_size=128, paintings_per_artist=4, epochs=30,
         optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine-steps", triplet_margin=0.2, pair_margin=0.5,
         id_weight=0.0, backbone_lr_scale=0.1, warmup=0.05, view="mixed", hflip=0.5, vflip=0.0, rotation=0.0,
@@ -62,6 +63,9 @@ def resolve(preset: str, mode: str, overrides: dict) -> TrainConfig:
             model[key] = value
         else:
             values[key] = value
+    if overrides.get("keep_pretrained") is None and (values.get("freeze_backbone") or not
+                                                      (model.get("pretrained") or model.get("weights"))):
+        model["keep_pretrained"] = 0.0  # a preset's untouched copy needs weights and a backbone that changes
     check_name(model["backbone"])
     weights = input_config(model["backbone"], model.get("pretrained", False), model.get("weights"))
     if weights:  # pretrained weights see images as they were trained to
