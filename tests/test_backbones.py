@@ -45,6 +45,31 @@ def test_torchvision_classifier_by_name_with_its_classifier_removed(tmp_path):
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, model.dim)
 
 
+def test_a_torchvision_backbone_keeps_its_untouched_copy_and_travels_in_the_state(tmp_path):
+    """--keep-pretrained with a torchvision classifier: the copy starts equal, never trains or updates its
+    BatchNorm statistics, and a network rebuilt without downloading gets it back from the state dict."""
+    import torchvision
+
+    source = torchvision.models.get_model("mobilenet_v3_small", weights=None)
+    path = tmp_path / "mnv3.pth"
+    torch.save(source.state_dict(), path)
+    config = ModelConfig("mobilenet_v3_small", 64, None, weights=str(path), keep_pretrained=1.0)
+    model = Embedder(config)
+    assert _tensors_equal(model.kept.state_dict(), model.backbone.state_dict())
+    assert not any(p.requires_grad for p in model.kept.parameters())
+    model.train()
+    assert model.backbone.training and not model.kept.training
+    before = {k: v.clone() for k, v in model.kept.state_dict().items()}
+    model.kept_center.fill_(0.01)
+    model(torch.rand(4, 3, 64, 64)).sum().backward()
+    assert _tensors_equal(model.kept.state_dict(), before)  # no gradient, no running statistics moved
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 2 * model.feature_dim)
+    again = Embedder(config, load_pretrained=False)
+    again.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(again.eval()(x), model.eval()(x), atol=1e-6)
+
+
 def test_weights_that_would_run_code_are_refused_and_never_run(tmp_path):
     marker = tmp_path / "ran"
 
