@@ -23,7 +23,7 @@ from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import Run
 from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model.checkpoint import weights_digest
-from pbn_cli.model.embed import painting_embeddings
+from pbn_cli.model.embed import painting_embeddings, paintings_per_batch
 from pbn_cli.model.embedder import Embedder
 from pbn_cli.model.views import grid_views, views_per_painting
 
@@ -37,19 +37,20 @@ def fixed_views(x: torch.Tensor, size: int, view: str, flips: bool) -> torch.Ten
 
 @torch.no_grad()
 def compute(model: Embedder, data: CacheData, rows: SplitRows, size: int, view: str, flips: bool,
-            device: torch.device, progress: Progress = SILENT) -> np.ndarray:
-    """(N, V, F) float16 backbone features of every painting's fixed views."""
+            device: torch.device, progress: Progress = SILENT, backbone: torch.nn.Module | None = None,
+            dtype=np.float16) -> np.ndarray:
+    """(N, V, F) backbone (or ``backbone``'s) features of every painting's fixed views, float16 unless asked."""
     model.eval()
     per = views_per_painting(data.size, size, view) * (2 if flips else 1)
-    batch = 64 if device.type != "cpu" else max(1, 32 // per)
-    out = np.zeros((len(rows), per, model.feature_dim), np.float16)
+    batch = paintings_per_batch(device, per)
+    out = np.zeros((len(rows), per, model.feature_dim), dtype)
     for start in range(0, len(rows), batch):
         x = torch.from_numpy(data.gather(rows.rows[start : start + batch])).to(device)
         views = fixed_views(x, size, view, flips)
         b = views.shape[0]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            f = model.backbone_features(views.reshape(-1, 3, size, size)).float()
-        out[start : start + b] = f.reshape(b, per, -1).cpu().numpy().astype(np.float16)
+            f = model.backbone_features(views.reshape(-1, 3, size, size), backbone).float()
+        out[start : start + b] = f.reshape(b, per, -1).cpu().numpy().astype(dtype)
         progress.advance(b)
     return out
 
@@ -90,13 +91,6 @@ def center_kept(model: Embedder, data: CacheData, rows: SplitRows, size: int, vi
     ``limit`` training paintings, evenly spread (the mean of so many is stable; all of them would cost minutes on a CPU)."""
     pick = np.unique(np.linspace(0, len(rows) - 1, min(limit, len(rows))).round().astype(int))
     progress.start(len(pick), description="train: centring the pretrained copy's features", unit="paintings")
-    total, count = torch.zeros_like(model.kept_center, dtype=torch.float64), 0
-    batch = 64 if device.type != "cpu" else max(1, 32 // views_per_painting(data.size, size, view))
-    for start in range(0, len(pick), batch):
-        x = torch.from_numpy(data.gather(rows.rows[pick[start : start + batch]])).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            f = model.backbone_features(grid_views(x, size, view), model.kept).float()
-        total += f.sum(0).double()
-        count += len(f)
-        progress.advance(len(x))
-    model.kept_center.copy_((total / max(count, 1)).float())
+    some = SplitRows(rows.rows[pick], rows.labels[pick], rows.image_ids[pick], rows.artists[pick])
+    feats = compute(model, data, some, size, view, False, device, progress, model.kept, np.float32)
+    model.kept_center.copy_(torch.from_numpy(feats.reshape(-1, feats.shape[-1]).mean(0, dtype=np.float64)).float())
