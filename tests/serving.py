@@ -33,7 +33,7 @@ def painting_files(ws: Path) -> list[Path]:
 def cli_json(ws: Path, *args) -> dict:
     result = runner.invoke(app, [*map(str, args), "--json", "--device", "cpu", "-w", str(ws)])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 class Served:

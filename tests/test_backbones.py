@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from pbn_cli.cli import app
 from pbn_cli.core.errors import InputError
-from pbn_cli.model import backbones
+from pbn_cli.model import backbones, recipe
 from pbn_cli.model.embedder import Embedder, ModelConfig
 from pbn_cli.training.presets import resolve
 
@@ -115,7 +115,7 @@ def test_normalisation_and_size_follow_the_weights(tmp_path):
     given = resolve("quick", "triplet", {"backbone": "timm:tf_efficientnet_lite0", "weights": str(path), "input_size": 160})
     assert given.model.input_size == 160 and given.model.mean == [0.5] * 3
     scratch = resolve("quick", "triplet", {})
-    assert scratch.model.mean == list(backbones.IMAGENET_MEAN)
+    assert scratch.model.mean == list(recipe.IMAGENET_MEAN)
     tv = resolve("quick", "triplet", {"backbone": "efficientnet_b3", "weights": "IMAGENET1K_V1"})
     assert tv.model.input_size == 300  # the size these weights were trained at
     with pytest.raises(InputError, match="resnet18 has no weights 'IMAGENET9K'; choose one of IMAGENET1K_V1"):

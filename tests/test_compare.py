@@ -53,7 +53,7 @@ def test_compare_matches_the_workspace_embeddings(evaluated_run):
     (a, b), expected = _two_paintings(evaluated_run)
     result = runner.invoke(app, ["compare", a, b, "--json", "--device", "cpu", "-w", str(evaluated_run)])
     assert result.exit_code == 0, result.output
-    verdict = json.loads(result.output)
+    verdict = json.loads(result.stdout)
     assert set(verdict) == {"distance", "threshold", "same_artist_probability", "same_artist", "run"}
     assert verdict["distance"] == pytest.approx(expected, abs=1e-3)
     assert 0 <= verdict["same_artist_probability"] <= 1 and verdict["run"] == "r"
@@ -64,13 +64,13 @@ def test_export_then_compare_without_the_workspace(evaluated_run, tmp_path, monk
     (a, b), _ = _two_paintings(evaluated_run)
     model = tmp_path / "painter.pt"
     assert runner.invoke(app, ["export", "r", str(model), "-w", str(evaluated_run)]).exit_code == 0
-    with_ws = json.loads(runner.invoke(app, ["compare", a, b, "--json", "--device", "cpu", "-w", str(evaluated_run)]).output)
+    with_ws = json.loads(runner.invoke(app, ["compare", a, b, "--json", "--device", "cpu", "-w", str(evaluated_run)]).stdout)
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.chdir(empty)
     result = runner.invoke(app, ["compare", a, b, "--model", str(model), "--json", "--device", "cpu", "--sheet", "v.png"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == with_ws
+    assert json.loads(result.stdout) == with_ws
     assert (empty / "v.png").exists()
 
 
@@ -94,7 +94,7 @@ def test_compare_errors_are_one_line(evaluated_run, tmp_path):
 def test_runs_lists_the_run_with_its_figures(evaluated_run):
     result = runner.invoke(app, ["runs", "--json", "-w", str(evaluated_run)])
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.output)
+    (row,) = json.loads(result.stdout)
     metrics = json.loads((evaluated_run / "runs/r/eval/test/metrics.json").read_text())
     assert (row["run"], row["mode"], row["backbone"], row["epochs"]) == ("r", "triplet", "compact", 1)
     assert row["test_triplet_accuracy"] == metrics["triplet_accuracy"]
@@ -107,23 +107,23 @@ def test_search_finds_neighbours_and_leaves_the_query_out(evaluated_run, tmp_pat
     args = ["search", a, "-k", "5", "--json", "--device", "cpu", "-w", str(evaluated_run)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     query_id = pd.read_parquet(evaluated_run / "runs/r/eval/test/embeddings.parquet").iloc[0]["image_id"]
     ids = [n["image_id"] for n in out["neighbours"]]
     assert len(ids) == 5 and query_id not in ids
     distances = [n["distance"] for n in out["neighbours"]]
     assert distances == sorted(distances)
     assert sum(n for _, n in out["vote"]) == 5
-    cache = evaluated_run / "runs/r/search/best.parquet"
-    assert cache.exists()
-    before = cache.stat().st_mtime_ns
+    stores = [p for p in (evaluated_run / "embeddings").iterdir() if p.is_dir()]
+    assert len(stores) == 1  # the run's store, which eval began and search completed
+    before = {p: p.stat().st_mtime_ns for p in stores[0].glob("part-*.parquet")}
     again = runner.invoke(app, [*args[:-2], "--split", "test", "--sheet", str(tmp_path / "s.png"), "-w", str(evaluated_run)])
     assert again.exit_code == 0, again.output
-    assert {n["split"] for n in json.loads(again.output)["neighbours"]} == {"test"}
-    assert cache.stat().st_mtime_ns == before  # embeddings reused
+    assert {n["split"] for n in json.loads(again.stdout)["neighbours"]} == {"test"}
+    assert {p: p.stat().st_mtime_ns for p in stores[0].glob("part-*.parquet")} == before  # embeddings reused
     assert (tmp_path / "s.png").exists()
     bad = runner.invoke(app, ["search", a, "--split", "nope", "-w", str(evaluated_run)])
-    assert bad.exit_code == 2 and "--split must be one of all, train, val, test" in bad.output
+    assert bad.exit_code == 2 and "--split must be one of all, train, val, calib, test" in bad.output
 
 
 class _CtrlCAtStep(Progress):
@@ -147,7 +147,7 @@ def test_ctrl_c_mid_epoch_new_weights_are_not_judged_by_an_old_calibration(works
     train(ws, config, run_name="c")
     assert invoke("eval", "--run", "c", "--checkpoint", "last", "--device", "cpu", "-w", ws.root).exit_code == 0
     with pytest.raises(PbnError, match="interrupted; run c saved at epoch 2, step 1"):
-        train(ws, config, run_name="c", resume=True, resume_epochs=2, progress=_CtrlCAtStep(1))
+        train(ws, config, run_name="c", resume=True, changes={"epochs": 2}, progress=_CtrlCAtStep(1))
     state = checkpoint.load(ws.runs / "c/checkpoints/last.pt")
     assert (state["epoch"], state["step"]) == (1, 1)  # the epoch eval saw, with other weights
     a, b = _painting_paths(ws.root)

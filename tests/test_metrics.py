@@ -111,7 +111,7 @@ def test_perfect_embeddings_score_one():
 
 def test_eval_figures_are_the_tested_metric_functions():
     """compute_metrics (what eval ships) gives what the functions tested above give on the same triplets."""
-    from pbn_cli.evaluation.figures import compute_metrics
+    from pbn_cli.evaluation.scores import compute_metrics
 
     emb, artists = _random(150, 10)
     out = compute_metrics(emb, artists, seed=3, n_triplets=1001, group_size=1800, replicates=20)

@@ -158,7 +158,7 @@ def test_export_of_an_ecosystem_backbone_compares_alike_without_the_workspace(wo
     monkeypatch.chdir(empty)
     alone = runner.invoke(app, ["compare", a, b, "--model", str(model), "--json", "--device", "cpu"])
     assert alone.exit_code == 0, alone.output
-    assert json.loads(alone.output) == json.loads(with_ws.output)
+    assert json.loads(alone.stdout) == json.loads(with_ws.stdout)
 
 
 def test_levels_add_each_stages_pooled_features_normalised_alike(weights):

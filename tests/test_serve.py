@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -101,8 +102,10 @@ def test_twenty_tabs_at_once_get_the_right_answers_and_each_image_is_embedded_on
             assert r.json()["distance"] == pytest.approx(expected[(a, b)]["distance"], abs=1e-6)
             assert r.json()["same_artist"] == expected[(a, b)]["same_artist"]
         assert s.service.embedded == 4  # 40 images asked for, 4 distinct: each embedded once
-        # the search cache of embeddings was written once, beside the run, as `pbn search` keeps it
-        assert sorted(p.name for p in (ws / "runs/r/search").iterdir() if p.suffix == ".parquet") == ["best.parquet"]
+        # the run's embedding store, which `pbn search` reads too: one store, each painting once
+        (store,) = [p for p in (ws / "embeddings").iterdir() if p.is_dir()]
+        ids = pd.concat([pd.read_parquet(p, columns=["image_id"]) for p in store.glob("part-*.parquet")])["image_id"]
+        assert ids.is_unique
     finally:
         s.close()
 

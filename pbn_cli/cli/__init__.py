@@ -10,7 +10,7 @@ import importlib
 from pbn_cli.cli.app import app, main
 
 # importing a command module registers its commands; `pbn --help` lists them in this order
-for _group in ("data", "train", "evaluate", "answer", "serve", "demo"):
+for _group in ("data", "train", "evaluate", "answer", "collection", "serve", "demo"):
     importlib.import_module(f"pbn_cli.cli.{_group}")
 
 __all__ = ["app", "main"]

@@ -13,6 +13,7 @@ from pbn_cli.cli.app import (
     CheckpointOpt,
     DeviceOpt,
     GpuOpt,
+    HalfOpt,
     JsonOpt,
     RunOpt,
     SheetOpt,
@@ -49,11 +50,6 @@ def compare(
     from pbn_cli.model import trained as models
 
     trained = models.from_file(model) if model else models.from_run(workspace_(workspace), run, checkpoint)
-    for path in (a, b):
-        if not path.is_file():
-            from pbn_cli.core.errors import InputError
-
-            raise InputError(f"{path} does not exist")
     verdict = run_compare(trained, a, b, select_device(device))
     if sheet:
         verdict_sheet(trained, a, b, verdict, sheet)
@@ -76,9 +72,15 @@ def compare(
 def search(
     image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The painting to look up.", show_default=False)],
     k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
-    split: Annotated[str, typer.Option(help="Where to look: all, train, val or test.")] = "all",
+    split: Annotated[str, typer.Option(help="Where to look: all, train, val, calib or test.")] = "all",
+    where: Annotated[Optional[list[str]], typer.Option(help="Only paintings where COLUMN OP VALUE holds (OP: = != < <= "
+                                                       "> >= ~), by any column of the workspace: artist, split, and the "
+                                                       "CSV's own (style, genre, date...). Repeat to combine.")] = None,
+    index: Annotated[str, typer.Option(help="exact: every embedding compared; faiss: the store's vector index (built "
+                                       "once; pip install 'pbn[faiss]'); auto: faiss for large collections.")] = "auto",
     run: RunOpt = None,
     checkpoint: CheckpointOpt = "best",
+    half: HalfOpt = False,
     as_json: JsonOpt = False,
     sheet: SheetOpt = None,
     device: DeviceOpt = "auto",
@@ -86,22 +88,32 @@ def search(
 ) -> None:
     """The workspace's paintings nearest to IMAGE, and the vote of their artists.
 
-    The workspace's embeddings are computed once per run and checkpoint and
-    reused. The query itself is left out when it is one of the paintings.
+    The workspace's embeddings come from the run's embedding store: each
+    painting is embedded once, and only paintings added since are embedded
+    now. The query itself is left out when it is one of the paintings.
 
-    Example: pbn search painting.jpg -k 10 --split train
+    Example: pbn search painting.jpg -k 10 --split train --where "date>=1600"
     """
     from rich.table import Table
 
     from pbn_cli.cli import console
     from pbn_cli.core.device import select_device
+    from pbn_cli.inference import filters
+    from pbn_cli.inference.index import finder_for
+    from pbn_cli.inference.search import check_request, gallery, search_sheet
     from pbn_cli.inference.search import search as run_search
-    from pbn_cli.inference.search import search_sheet
     from pbn_cli.model import trained as models
 
+    check_request(k, split)
     ws = workspace_(workspace)
     trained = models.from_run(ws, run, checkpoint)
-    result = run_search(ws, trained, image=image, k=k, split=split, device=select_device(device))
+    dev = select_device(device)
+    trained.read(image)  # a query that is not an image stops here, before any embedding
+    with console.progress("search", unit="paintings") as bar:
+        g = gallery(ws, trained, dev, half=half, progress=bar)
+        finder = finder_for(index, g, trained.store(ws, half), progress=bar)
+    result = run_search(ws, trained, image=image, k=k, split=split, where=filters.mask(g.table, where), device=dev,
+                        finder=finder, g=g)
     if sheet:
         search_sheet(ws, trained, image, result, sheet)
     near = result.neighbours.drop(columns=["cache_row"])

@@ -64,11 +64,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 GpuOpt = Annotated[bool, typer.Option("--gpu", help="Short for --device cuda.")]
 SheetOpt = Annotated[Optional[Path], typer.Option(help="Save a picture of the answer (PNG).")]
+HalfOpt = Annotated[bool, typer.Option("--half", help="Embeddings stored in float16: half the disk and memory "
+                                      "(docs/benchmarks.md says what it costs the figures).")]
 DEFAULT_WS = Path("workspace")
-METRIC_NAMES = (
-    "triplet_accuracy", "reference_batch4_accuracy", "pair_auc", "precision_at_1", "map_at_r",
-    "verification_accuracy", "eer",
-)
 
 
 def _version(value: bool) -> None:

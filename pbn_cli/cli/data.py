@@ -143,8 +143,10 @@ def split(
 
 @command
 def resize(
-    size: Annotated[int, typer.Option(help="Side of the cached square paintings, px.")] = 256,
-    fit: Annotated[str, typer.Option(help="crop: centre crop (the reference's); pad: letterbox.")] = "crop",
+    size: Annotated[Optional[int], typer.Option(help="Side of the cached square paintings, px (default: the "
+                                                "workspace's cache, 256 for a new one).", show_default=False)] = None,
+    fit: Annotated[Optional[str], typer.Option(help="crop: centre crop (the reference's); pad: letterbox (default: the "
+                                               "workspace's cache, crop for a new one).", show_default=False)] = None,
     max_pixels: Annotated[
         int, typer.Option(help="Refuse non-JPEG images larger than this many pixels.")
     ] = 500_000_000,

@@ -65,6 +65,7 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
     from pbn_cli.cli import console
     from pbn_cli.core.errors import InputError
     from pbn_cli.core.runs import Run
+    from pbn_cli.core.workspace import Workspace
 
     if artists < 6 or paintings < 3 or epochs < 1:
         raise InputError("the demo needs --artists >= 6, --paintings >= 3 and --epochs >= 1")
@@ -87,10 +88,10 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
     steps.run("resize", *w)
 
     steps.heading(f"train: a Siamese CNN (triplet loss), quick preset, {epochs} epochs")
-    run = ws / "runs" / "demo"
-    resume = (run / "checkpoints" / "last.pt").exists()
-    if run.exists() and not resume:
-        shutil.rmtree(run)  # killed before its first checkpoint: start it again
+    run = Run(Workspace(ws).runs / "demo")
+    resume = run.last.exists()
+    if run.folder.exists() and not resume:
+        shutil.rmtree(run.folder)  # killed before its first checkpoint: start it again
     steps.run("train", "--preset", "quick", "--run", "demo", "--epochs", epochs, "--seed", seed, "--device", device,
               *(["--resume"] if resume else []), *w)
 
@@ -107,7 +108,7 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
               "--device", device, *w)
 
     steps.heading("done")
-    report = Run(run).eval_folder("test") / "report.md"
+    report = run.eval_folder("test") / "report.md"
     minutes, seconds = divmod(int(time.monotonic() - start), 60)
     console.out.print(
         f"demo finished in {minutes} min {seconds:02d} s.\n"

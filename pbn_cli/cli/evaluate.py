@@ -12,6 +12,7 @@ from pbn_cli.cli.app import (
     CheckpointOpt,
     DeviceOpt,
     GpuOpt,
+    HalfOpt,
     JsonOpt,
     RunOpt,
     WorkspaceOpt,
@@ -20,10 +21,6 @@ from pbn_cli.cli.app import (
 )
 from pbn_cli.cli.app import workspace as workspace_
 
-METRIC_NAMES = (
-    "triplet_accuracy", "reference_batch4_accuracy", "pair_auc", "precision_at_1", "map_at_r",
-    "verification_accuracy", "eer",
-)
 
 
 @command
@@ -37,6 +34,7 @@ def eval(
     triplets: Annotated[int, typer.Option(help="Seeded triplets for triplet accuracy.")] = 20_000,
     group_size: Annotated[int, typer.Option(help="Paintings per group for pair AUC (Kaggle: 1800).")] = 1800,
     seed: Annotated[int, typer.Option(help="Seed of triplets and groups.")] = 0,
+    half: HalfOpt = False,
     device: DeviceOpt = "auto",
     gpu: GpuOpt = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
@@ -57,6 +55,7 @@ def eval(
         evaluate,
         evaluate_baseline,
     )
+    from pbn_cli.evaluation.scores import FIGURES
 
     ws = workspace_(workspace)
     with console.progress("eval: embedding", unit="paintings") as bar:
@@ -65,7 +64,7 @@ def eval(
                                        group_size=group_size, progress=bar)
         else:
             result = evaluate(ws, run_name=run, split=split, which=checkpoint, device_name=device_name(device, gpu), seed=seed,
-                              n_triplets=triplets, group_size=group_size, progress=bar)
+                              n_triplets=triplets, group_size=group_size, half=half, progress=bar)
     m = result.metrics
     base = None if baseline else baseline_metrics(ws, split)
     what = f"baseline {result.run}" if baseline else f"run {result.run}"
@@ -76,8 +75,7 @@ def eval(
         lo, hi = figures.get(f"{name}_ci", (float("nan"), float("nan")))
         return f"{figures[name]:.3f} [{lo:.3f}, {hi:.3f}]"
 
-    for name in METRIC_NAMES:
-        label = name + (" (inflated, for comparison)" if name.startswith("reference") else "")
+    for name, label, _ in FIGURES:
         table.add_row(label, cell(m, name), *([cell(base, name)] if base else []))
     console.out.print(table)
     console.out.print(
@@ -99,7 +97,8 @@ def runs(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.core.runs import summarize, trained_runs
+    from pbn_cli.core.runs import trained_runs
+    from pbn_cli.evaluation.summary import summarize
 
     rows = [summarize(r) for r in trained_runs(workspace_(workspace))]
     if as_json:

@@ -12,8 +12,8 @@ from __future__ import annotations
 class Progress:
     """Says nothing; the CLI's bar (cli/console.py) implements the same four calls."""
 
-    def start(self, total: int, description: str | None = None) -> None:
-        """A phase of ``total`` units begins (``description`` names it when there are several)."""
+    def start(self, total: int, description: str | None = None, unit: str | None = None) -> None:
+        """A phase of ``total`` units begins (``description`` names it when there are several; ``unit``: what is counted)."""
 
     def advance(self, n: int = 1) -> None:
         """``n`` more units are done."""

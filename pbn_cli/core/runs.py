@@ -32,12 +32,16 @@ class Run:
         return self.folder / "config.json"
 
     @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
     def last(self) -> Path:
-        return self.folder / "checkpoints" / "last.pt"
+        return self.checkpoints / "last.pt"
 
     @property
     def best(self) -> Path:
-        return self.folder / "checkpoints" / "best.pt"
+        return self.checkpoints / "best.pt"
 
     @property
     def history(self) -> Path:
@@ -63,10 +67,6 @@ class Run:
     def eval_folder(self, split: str, which: str = "best") -> Path:
         return self.folder / "eval" / (split if which == "best" else f"{split}-{which}")
 
-    def search_cache(self, which: str) -> Path:
-        """The workspace's embeddings for `pbn search` with the ``which`` checkpoint."""
-        return self.folder / "search" / f"{which}.parquet"
-
     def predict_cache(self, which: str) -> Path:
         """Folder of embedding shards of `pbn predict`'s images with the ``which`` checkpoint."""
         return self.folder / "predict" / which
@@ -74,7 +74,7 @@ class Run:
     @property
     def start(self) -> Path:
         """The network before training (pretrained runs): what training is measured against."""
-        return self.folder / "checkpoints" / "start.pt"
+        return self.checkpoints / "start.pt"
 
     def features(self, name: str) -> Path:
         """Cached backbone features of --freeze-backbone (training/features.py)."""
@@ -100,7 +100,7 @@ def trained_runs(ws: Workspace) -> list[Run]:
     """Runs with a checkpoint, oldest first (by the time their last checkpoint was written)."""
     if not ws.runs.is_dir():
         return []
-    runs = [Run(p) for p in ws.runs.iterdir() if (p / "checkpoints" / "last.pt").exists()]
+    runs = [Run(p) for p in ws.runs.iterdir() if Run(p).last.exists()]
     return sorted(runs, key=lambda r: r.last.stat().st_mtime)
 
 
@@ -114,35 +114,3 @@ def latest_run(ws: Workspace) -> Run:
 def find_run(ws: Workspace, name: str | None) -> Run:
     """The run called ``name``, or the latest trained run when no name is given."""
     return run_for(ws, name) if name else latest_run(ws)
-
-
-def summarize(run: Run) -> dict:
-    """What `pbn runs` shows of one run: its recipe, progress and figures."""
-    import json
-
-    import pandas as pd
-
-    damaged = []
-
-    def load(path: Path, read, empty):
-        try:
-            return read(path) if path.exists() else empty
-        except Exception:  # one damaged file must not hide the other runs
-            damaged.append(path.name)
-            return empty
-
-    config = load(run.config, lambda p: json.loads(p.read_text()), {})
-    history = load(run.history, pd.read_parquet, pd.DataFrame())
-    figures = load(run.eval_folder("test") / "metrics.json", lambda p: json.loads(p.read_text()), {})
-    best = history["val_triplet_accuracy"].max() if "val_triplet_accuracy" in history else None
-    return {
-        "run": run.name,
-        "mode": config.get("mode"),
-        "backbone": config.get("model", {}).get("backbone"),
-        "preset": config.get("preset"),
-        "epochs": int(history["epoch"].max()) if "epoch" in history and len(history) else 0,
-        "best_val_triplet_accuracy": None if best is None or best != best else float(best),
-        "test_triplet_accuracy": figures.get("triplet_accuracy"),
-        "test_pair_auc": figures.get("pair_auc"),
-        "damaged": damaged,
-    }

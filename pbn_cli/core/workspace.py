@@ -6,7 +6,6 @@ upstream manifest it reads, which is what ``pbn status`` checks for staleness.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,6 @@ UPSTREAM: dict[str, str | None] = {
     "split": "clean",
     "resize": "clean",
 }
-
-
-def default_root() -> Path:
-    return Path(os.environ.get("PBN_WORKSPACE") or "workspace")
 
 
 @dataclass(frozen=True)
@@ -42,6 +37,11 @@ class Workspace:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def embeddings(self) -> Path:
+        """The embedding stores, one folder per model (model/store.py)."""
+        return self.root / "embeddings"
 
     def baseline(self, name: str, split: str) -> Path:
         """Outputs of a descriptor that learns nothing (eval's metrics, embeddings) on ``split``."""

@@ -8,6 +8,7 @@ rows already there never move or change.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ def _header(rows: int, size: int) -> bytes:
         buf, {"descr": "|u1", "fortran_order": False, "shape": (rows, size, size, 3)}
     )
     return buf.getvalue()
+
+
+def pixels_digest(pixels: np.ndarray) -> str:
+    """A 16-hex digest of one cached painting's pixels: what an embedding of it depends on (model/store.py)."""
+    return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=8).hexdigest()
 
 
 def row_bytes(size: int) -> int:
@@ -88,15 +94,19 @@ def problem(path: Path) -> str | None:
 
 @dataclass
 class SplitRows:
-    """The paintings of one split: their cache rows, artist codes and ids."""
+    """Paintings of the cache (one split's, or any selection): their cache rows, artist codes, ids and digests."""
 
     rows: np.ndarray
     labels: np.ndarray
     image_ids: np.ndarray
     artists: np.ndarray
+    digests: np.ndarray
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def __getitem__(self, pick) -> SplitRows:
+        return SplitRows(self.rows[pick], self.labels[pick], self.image_ids[pick], self.artists[pick], self.digests[pick])
 
 
 class CacheData:
@@ -107,22 +117,30 @@ class CacheData:
         resize_record = ws.require("resize")
         splits, _ = read_manifest(ws.manifest("split"))
         cached, _ = read_manifest(ws.manifest("resize"))
-        table = splits[["image_id", "artist", "split"]].merge(cached[["image_id", "cache_row"]], on="image_id")
-        self.table = table
         self.size = int(resize_record.params["size"])
+        self.fit = resize_record.params.get("fit", "crop")
         self.path = cache_path(ws.cache, self.size)
         self.images = open_cache(self.path)
+        if "digest" not in cached:  # a cache made before pbn kept its rows' digests
+            cached["digest"] = [pixels_digest(self.images[r]) for r in cached["cache_row"]]
+        table = splits.merge(cached[["image_id", "cache_row", "digest"]], on="image_id")
+        self.table = table
         names = sorted(table["artist"].unique())
         self.artist_codes = {a: i for i, a in enumerate(names)}
         self.fingerprints = {"split": ws.record("split").fingerprint, "resize": resize_record.fingerprint}
 
     def split(self, name: str) -> SplitRows:
-        t = self.table[self.table["split"] == name]
+        """The paintings of split ``name`` (train, val, calib, test); ``all`` for every painting."""
+        return self.select(self.table if name == "all" else self.table[self.table["split"] == name])
+
+    def select(self, t) -> SplitRows:
+        """The paintings of ``t``, rows of ``table``."""
         return SplitRows(
             t["cache_row"].to_numpy(np.int64),
             t["artist"].map(self.artist_codes).to_numpy(np.int64),
             t["image_id"].to_numpy(object),
             t["artist"].to_numpy(object),
+            t["digest"].to_numpy(object),
         )
 
     def gather(self, rows: np.ndarray) -> np.ndarray:

@@ -38,6 +38,13 @@ class ImageReadError(Exception):
     """A file that cannot become a painting; ``str()`` is the reason a person reads."""
 
 
+def new_big_image_lock():
+    """A lock worker processes can share (``set_big_image_lock``), or None where processes are not forked."""
+    import multiprocessing as mp
+
+    return mp.get_context("fork").Lock() if "fork" in mp.get_all_start_methods() else None
+
+
 def set_big_image_lock(lock) -> None:
     """Share one lock across workers so huge non-JPEG images decode one at a time."""
     global _big_image_lock

@@ -23,7 +23,7 @@ from pbn_cli.core.runs import Run, find_run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation import report
-from pbn_cli.evaluation.figures import compute_metrics
+from pbn_cli.evaluation.scores import compute_metrics
 from pbn_cli.model import calibration, metrics, trained
 
 
@@ -147,25 +147,23 @@ def evaluate(
     seed: int = 0,
     n_triplets: int = 20_000,
     group_size: int = 1800,
+    half: bool = False,
     progress: Progress = SILENT,
 ) -> Evaluation:
+    """Embed the split (from the model's embedding store), fit the verdict calibration, write the eval folder."""
     _check_sampling(n_triplets, group_size)
     run: Run = find_run(ws, run_name)
     model = trained.from_checkpoint(ws, run, which)
     device = select_device(device_name)
-    network = model.network(device)
     data = CacheData(ws)
     rows = _rows_to_evaluate(data, split)
     folder = run.eval_folder(split, which)
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
-        def embed(part) -> np.ndarray:
-            return model.embed_pixels(network, lambda idx: data.gather(part.rows[idx]), len(part), device, progress)
-
         fit_split = _calibration_split(data)
         fit_rows = data.split(fit_split)
-        progress.start(len(rows) + (len(fit_rows) if fit_split != split else 0))
-        emb = embed(rows)
-        fit_emb = emb if fit_split == split else embed(fit_rows)
+        both = rows if fit_split == split else data.select(data.table[data.table["split"].isin([split, fit_split])])
+        emb_both = model.embeddings(ws, data, both, device, half=half, progress=progress)
+        emb, fit_emb = (emb_both[np.isin(both.image_ids, part.image_ids)] for part in (rows, fit_rows))
         calib = calibration.fit(fit_emb, fit_rows.artists, seed)
         calib.update(checkpoint=which, epoch=model.epoch, weights=model.fingerprint(), fitted_on=fit_split)
         if fit_split != "val":
@@ -173,7 +171,7 @@ def evaluate(
         pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
         figures.update(checkpoint=str(run.checkpoint(which).relative_to(ws.root)), epoch=model.epoch, split=split,
-                       run=run.name, calibration_fitted_on=fit_split)
+                       run=run.name, calibration_fitted_on=fit_split, half=half)
         save_calibration(run, which, calib)
         pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs)
         counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pbn_cli.core.figures import pyplot, save_figure, short
+from pbn_cli.core.pictures import pyplot, save_figure, short
 
 
 def roc_curve(scores, same, auc: float, path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pbn_cli.core.figures import pyplot, save_figure
+from pbn_cli.core.pictures import pyplot, save_figure
 from pbn_cli.data import imaging
 from pbn_cli.model.trained import TrainedModel
 

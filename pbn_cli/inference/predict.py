@@ -12,7 +12,6 @@ writes. One predict at a time writes a given output file.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pbn_cli.core.runs import run_for
 from pbn_cli.data import imaging
 from pbn_cli.data.paths import locate
 from pbn_cli.inference.pairs import read_pairs, write_probabilities
+from pbn_cli.model.embed import embed_images
 
 MISSING = ("error", "fill")
 SHARD = 4096  # embeddings per cache file
@@ -155,7 +155,7 @@ def embed_distinct(model, n: int, full: dict[int, str], device, cache: EmbedCach
             codes = [c for c, _ in batch]
             pixels = np.concatenate([p for _, p in batch])
             with torch.inference_mode():
-                z = model.embed_pixels(net, lambda idx: pixels[idx], len(pixels), device)
+                z = embed_images(net, lambda idx: pixels[idx], len(pixels), device)
             for c, v in zip(codes, z):
                 vectors[c] = v
             unsaved.extend(codes)
@@ -175,7 +175,7 @@ def embed_distinct(model, n: int, full: dict[int, str], device, cache: EmbedCach
             progress.advance(len(ok) + len(bad))
 
         n_workers = workers or default_workers()
-        big = mp.get_context("fork").Lock() if "fork" in mp.get_all_start_methods() else None
+        big = imaging.new_big_image_lock()
         try:
             with worker_pool(n_workers if len(todo) > 64 else 1, _init_worker, (model.image_size, model.fit, big)) as pool:
                 map_chunks(pool, _load_chunk, chunks(todo, 16), done)

@@ -1,8 +1,12 @@
 """search: the workspace's paintings nearest to an image, and their artists' vote.
 
-The workspace's embeddings are computed once per run and checkpoint, stored
-atomically in the run's search cache with the fingerprints of the split, the
-cache and the weights they came from, and reused until one of those changes.
+The workspace's embeddings come from the model's embedding store
+(model/store.py): each painting is embedded once per model, and only the
+paintings added since are embedded by the next search. Exact search is
+float32 matrix products in bounded chunks (``exact_nearest``); above
+``index.AUTO_ROWS`` paintings, or with ``--index faiss``, a FAISS index
+(inference/index.py) answers instead. ``--where`` filters by the
+workspace's columns (inference/filters.py).
 """
 
 from __future__ import annotations
@@ -16,71 +20,91 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pbn_cli.core import locking
-from pbn_cli.core.errors import InputError, PbnError
-from pbn_cli.core.figures import pyplot, save_figure, short
-from pbn_cli.core.manifest import Record, read_manifest, read_record, write_manifest
+from pbn_cli.core.errors import InputError
+from pbn_cli.core.manifest import read_manifest
+from pbn_cli.core.pictures import pyplot, save_figure, short
 from pbn_cli.core.progress import SILENT, Progress
-from pbn_cli.core.runs import run_for
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData
 from pbn_cli.data.paths import image_root
+from pbn_cli.model.metrics import row_distances
 from pbn_cli.model.trained import TrainedModel
 
-SPLITS = ("all", "train", "val", "test")
+SPLITS = ("all", "train", "val", "calib", "test")
+CHUNK_ROWS = 65_536  # gallery rows a matrix product takes at once: memory ~ CHUNK_ROWS x queries x 4 bytes
+SPARE = 32  # candidates beyond k measured again exactly: float32 products blur the nearest few's order
+
+
+@dataclass
+class Gallery:
+    """The workspace's paintings (``table``: image_id, artist, split, cache_row, the CSV's own columns) and their
+    embeddings (``emb``: float32, one row per table row), as one model sees them."""
+
+    table: pd.DataFrame
+    emb: np.ndarray
+    store: Path | None = None  # the embedding store they came from
+
+    def __post_init__(self):
+        self._sq = None
+
+    @property
+    def squared_norms(self) -> np.ndarray:
+        if self._sq is None:
+            self._sq = np.einsum("ij,ij->i", self.emb, self.emb)
+        return self._sq
 
 
 @dataclass
 class SearchResult:
-    neighbours: pd.DataFrame  # image_id, artist, split, distance, same_artist_probability
+    neighbours: pd.DataFrame  # image_id, artist, split, cache_row, distance, same_artist_probability
     vote: list[tuple[str, int]]  # artists of the neighbours, most frequent first
 
 
-def workspace_embeddings(ws: Workspace, model: TrainedModel, device: torch.device,
-                         progress: Progress = SILENT) -> pd.DataFrame:
-    """Every cached painting's embedding for this run and checkpoint, computed once and reused."""
+def gallery(ws: Workspace, model: TrainedModel, device: torch.device, *, half: bool = False,
+            progress: Progress = SILENT) -> Gallery:
+    """Every cached painting with its embedding from the model's store (only paintings not stored yet are embedded)."""
     data = CacheData(ws)
-    path = run_for(ws, model.name).search_cache(model.which)
-    inputs = {**data.fingerprints, "weights": model.fingerprint()}
-    try:
-        record = read_record(path)
-        if record is not None and record.inputs == inputs:
-            return read_manifest(path)[0]
-    except PbnError:
-        pass  # a damaged cache of embeddings is computed again
-    with locking.hold(path.with_suffix(".lock"), f"search embeddings {path}"):
-        table = data.table
-        rows = table["cache_row"].to_numpy(np.int64)
-        progress.start(len(rows))
-        emb = model.embed_pixels(model.network(device), lambda idx: data.gather(rows[idx]), len(rows), device, progress)
-        frame = pd.DataFrame({"image_id": table["image_id"].to_numpy(), "artist": table["artist"].to_numpy(),
-                              "split": table["split"].to_numpy(), "cache_row": rows, "embedding": list(emb)})
-        write_manifest(path, frame, Record("search", {"run": model.name, "checkpoint": model.which}, inputs))
-    return frame
+    rows = data.split("all")
+    emb = model.embeddings(ws, data, rows, device, half=half, progress=progress)
+    store = model.store(ws, half)
+    store.prune(rows)
+    return Gallery(data.table.reset_index(drop=True), emb, store.folder)
 
 
-def _same_file(ws: Workspace, frame: pd.DataFrame, query: Path) -> np.ndarray:
-    """Rows whose file is the query file itself."""
-    split_record = ws.require("split")
-    paths, _ = read_manifest(ws.manifest("split"))
-    try:
-        root = image_root(split_record)
-    except InputError:
-        return np.zeros(len(frame), bool)
-    real = os.path.realpath(query)
-    mine = {i for i, p in zip(paths["image_id"], paths["path"]) if os.path.realpath(os.path.join(root, p)) == real}
-    return frame["image_id"].isin(mine).to_numpy()
+def exact_nearest(g: Gallery, queries: np.ndarray, k: int, keep: np.ndarray | None = None,
+                  chunk: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` gallery rows nearest to each query (float32 products in chunks): (indices, squared distances),
+    nearest first; rows where ``keep`` is False are skipped. Memory: the gallery, plus a chunk x queries block."""
+    q = np.ascontiguousarray(queries, np.float32).reshape(-1, g.emb.shape[1])
+    q_sq = np.einsum("ij,ij->i", q, q)[:, None]
+    want, k = k, k + SPARE
+    best_i = np.zeros((len(q), 0), np.int64)
+    best_d = np.zeros((len(q), 0), np.float32)
+    for start in range(0, len(g.emb), chunk):
+        block = g.emb[start : start + chunk]
+        d = q_sq + g.squared_norms[start : start + chunk][None, :] - 2 * (q @ block.T)
+        if keep is not None:
+            d[:, ~keep[start : start + chunk]] = np.inf
+        take = min(k, d.shape[1])
+        part = np.argpartition(d, take - 1, axis=1)[:, :take] if take < d.shape[1] else np.tile(np.arange(d.shape[1]), (len(q), 1))
+        best_i = np.concatenate([best_i, part + start], 1)
+        best_d = np.concatenate([best_d, np.take_along_axis(d, part, 1)], 1)
+        if best_i.shape[1] > k:
+            top = np.argpartition(best_d, k - 1, axis=1)[:, :k]
+            best_i, best_d = np.take_along_axis(best_i, top, 1), np.take_along_axis(best_d, top, 1)
+    rows, d = rerank(g, q, best_i, np.isfinite(best_d))
+    return rows[:, :want], d[:, :want]
 
 
-def search(ws: Workspace, model: TrainedModel, *, image: Path, k: int = 10, split: str = "all",
-           device: torch.device) -> SearchResult:
-    check_request(k, split)
-    if not Path(image).is_file():
-        raise InputError(f"{image} does not exist")
-    frame = workspace_embeddings(ws, model, device)
-    query = model.embed_files([Path(image)], device)[0]
-    return nearest(frame, model, query, k=k, split=split, leave_out=_same_file(ws, frame, Path(image)))
+def rerank(g: Gallery, q: np.ndarray, candidates: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates measured again as direct differences (the expansion |q|² + |x|² - 2q·x loses digits for near
+    neighbours) and sorted: (rows, squared distances), nearest first, ties by row; -1 / inf where none."""
+    d = np.where(valid, ((g.emb[np.where(valid, candidates, 0)] - q[:, None, :]) ** 2).sum(-1), np.inf)
+    order = np.lexsort((candidates, d), axis=1)
+    rows, d = np.take_along_axis(candidates, order, 1), np.take_along_axis(d, order, 1)
+    finite = np.isfinite(d)
+    return np.where(finite, rows, -1), np.where(finite, d, np.inf).astype(np.float32)
 
 
 def check_request(k: int, split: str) -> None:
@@ -90,23 +114,53 @@ def check_request(k: int, split: str) -> None:
         raise InputError("-k must be at least 1")
 
 
-def nearest(frame: pd.DataFrame, model: TrainedModel, query: np.ndarray, *, k: int, split: str = "all",
-            leave_out: np.ndarray | None = None) -> SearchResult:
-    """The ``k`` paintings of ``frame`` (``workspace_embeddings``) nearest to the embedding ``query``."""
-    check_request(k, split)
-    keep = np.ones(len(frame), bool) if leave_out is None else ~leave_out
+def candidates(g: Gallery, split: str = "all", leave_out: np.ndarray | None = None,
+               where: np.ndarray | None = None) -> np.ndarray | None:
+    """Which gallery rows may answer: those of ``split``, passing the filters, not left out (None: all)."""
+    keep = np.ones(len(g.table), bool)
     if split != "all":
-        keep &= (frame["split"] == split).to_numpy()
-    pool = frame[keep]
-    query = query.astype(np.float64)
-    emb = np.stack(pool["embedding"].to_numpy()).astype(np.float64) if len(pool) else np.zeros((0, len(query)))
-    d = np.sqrt(((emb - query) ** 2).sum(1))
-    order = np.argsort(d, kind="stable")[:k]
-    near = pool.iloc[order][["image_id", "artist", "split", "cache_row"]].copy()
-    near["distance"] = d[order]
-    near["same_artist_probability"] = [model.probability(x) for x in d[order]]
-    vote = Counter(near["artist"]).most_common()
-    return SearchResult(near.reset_index(drop=True), vote)
+        keep &= (g.table["split"] == split).to_numpy()
+    if leave_out is not None:
+        keep &= ~leave_out
+    if where is not None:
+        keep &= where
+    return None if keep.all() else keep
+
+
+def nearest(g: Gallery, model: TrainedModel, query: np.ndarray, *, k: int, split: str = "all",
+            leave_out: np.ndarray | None = None, where: np.ndarray | None = None, finder=None) -> SearchResult:
+    """The ``k`` paintings of the gallery nearest to the embedding ``query`` (``finder``: an index's search)."""
+    check_request(k, split)
+    keep = candidates(g, split, leave_out, where)
+    idx, _ = (finder or exact_nearest)(g, query[None], k, keep)
+    idx = idx[0][idx[0] >= 0]
+    near = g.table.iloc[idx][["image_id", "artist", "split", "cache_row"]].copy()
+    near["distance"] = row_distances(g.emb[idx], np.broadcast_to(query, (len(idx), len(query))))
+    near["same_artist_probability"] = [model.probability(x) for x in near["distance"]]
+    near = near.sort_values("distance", kind="stable")
+    return SearchResult(near.reset_index(drop=True), Counter(near["artist"]).most_common())
+
+
+def same_file(ws: Workspace, table: pd.DataFrame, query: Path) -> np.ndarray:
+    """Rows whose file is the query file itself."""
+    paths, record = read_manifest(ws.manifest("split"))
+    try:
+        root = image_root(record)
+    except InputError:
+        return np.zeros(len(table), bool)
+    real = os.path.realpath(query)
+    mine = {i for i, p in zip(paths["image_id"], paths["path"]) if os.path.realpath(os.path.join(root, p)) == real}
+    return table["image_id"].isin(mine).to_numpy()
+
+
+def search(ws: Workspace, model: TrainedModel, *, image: Path, k: int = 10, split: str = "all",
+           where: np.ndarray | None = None, device: torch.device, half: bool = False, finder=None,
+           progress: Progress = SILENT, g: Gallery | None = None) -> SearchResult:
+    check_request(k, split)
+    query = model.embed_files([Path(image)], device)[0]
+    g = g or gallery(ws, model, device, half=half, progress=progress)
+    return nearest(g, model, query, k=k, split=split, leave_out=same_file(ws, g.table, Path(image)), where=where,
+                   finder=finder)
 
 
 def search_sheet(ws: Workspace, model: TrainedModel, image: Path, result: SearchResult, path: Path) -> None:

@@ -104,8 +104,6 @@ def _reference(input_size: int, pretrained: bool) -> tuple[nn.Module, int]:
     return net, net.out_features
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TIMM = "timm:"
 
 

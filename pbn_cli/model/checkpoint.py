@@ -1,9 +1,11 @@
 """Checkpoints: plain data only, written atomically, loaded with weights_only=True.
 
-A checkpoint holds the model, optimizer and scheduler state, the epoch and
-step reached, the augmentation generator's state, the best validation
-figure and the resolved configuration as a plain dict, so ``--resume``
-rebuilds exactly the same network and continues exactly where it stopped.
+A checkpoint holds the network's and the optimiser's state (the learning
+rate of a step is a function of the step, training/schedule.py, so there is
+no scheduler state to keep), the epoch and step reached, the augmentation
+generator's state, the best validation figure, the planned epochs and the
+resolved configuration as a plain dict, so ``--resume`` rebuilds exactly the
+same network and continues exactly where it stopped.
 """
 
 from __future__ import annotations

@@ -8,36 +8,19 @@ weights are shared by construction.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pbn_cli.core.errors import InputError
-from pbn_cli.model.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
+from pbn_cli.model.backbones import create_backbone
+from pbn_cli.model.recipe import ModelConfig
 
 
 #: channels-last convolutions: 1.2-1.9x faster training and embedding on a CPU, as on a GPU
 #: (tests/benchmarks/channels_last.py, docs/benchmarks.md)
 MEMORY_FORMAT = torch.channels_last
-
-
-@dataclass
-class ModelConfig:
-    backbone: str = "reference"  # reference | compact | a torchvision model | timm:NAME (`pbn backbones`)
-    input_size: int = 256  # side of the square crops the network sees
-    embedding_dim: int | None = None  # None: the backbone's own features
-    normalize: bool = True  # L2-normalise embeddings (the reference did not)
-    pretrained: bool = False  # the backbone's default ImageNet weights (torchvision's or timm's)
-    weights: str | None = None  # a torchvision weights name (IMAGENET1K_V2) or a weights file
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation, per channel,
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # as the weights were trained
-    levels: int = 1  # >1 (compact, timm): also the pooled features of the last levels-1 stages before the head
-    keep_pretrained: float = 0.0  # >0: beside the trained features, an untouched copy's (centred), weighted this
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Embedder(nn.Module):
@@ -52,7 +35,7 @@ class Embedder(nn.Module):
         features += sum(self.backbone.feature_info[i]["num_chs"] for i in self.stages)
         dim = config.embedding_dim or features
         self.head = nn.Linear(features, dim) if dim != features else nn.Identity()
-        if isinstance(self.head, nn.Linear) and (config.pretrained or config.weights):
+        if isinstance(self.head, nn.Linear) and config.pretrained_weights:
             # start near the pretrained features' own geometry: a random orthogonal projection keeps distances
             nn.init.orthogonal_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -70,11 +53,28 @@ class Embedder(nn.Module):
         self.to(memory_format=MEMORY_FORMAT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.finish(self.unnormalized(x))
-        if self.kept is None:
-            return z
-        kept = F.normalize(self.backbone_features(x, self.kept).float() - self.kept_center, dim=1)
-        return self.finish(torch.cat([z, self.config.keep_pretrained * kept], 1))
+        """The embedding of each image seen as a painting of one view."""
+        return self.paintings(x, 1)
+
+    def paintings(self, views: torch.Tensor, v: int) -> torch.Tensor:
+        """(B * V, 3, S, S) views, ``v`` of each painting in turn -> (B, D) painting embeddings."""
+        tuned = self.tuned_paintings(views, v)
+        return tuned if self.kept is None else self.combine(tuned, self.kept_means(views, v))
+
+    def tuned_paintings(self, views: torch.Tensor, v: int) -> torch.Tensor:
+        """The trained network's part: each view's embedding, their mean per painting, normalised as configured."""
+        z = self.finish(self.unnormalized(views))
+        return self.finish(z.reshape(-1, v, z.shape[1]).mean(1))
+
+    def kept_means(self, views: torch.Tensor, v: int) -> torch.Tensor:
+        """--keep-pretrained: the untouched copy's features, their mean per painting (what the store keeps of it)."""
+        f = self.backbone_features(views, self.kept).float()
+        return f.reshape(-1, v, f.shape[1]).mean(1)
+
+    def combine(self, tuned: torch.Tensor, kept_means: torch.Tensor) -> torch.Tensor:
+        """The embedding: the trained part beside the copy's centred, normalised mean features, weighted."""
+        kept = F.normalize(kept_means.float() - self.kept_center, dim=1)
+        return self.finish(torch.cat([tuned.float(), self.config.keep_pretrained * kept], 1))
 
     def train(self, mode: bool = True) -> Embedder:
         super().train(mode)
@@ -101,6 +101,11 @@ class Embedder(nn.Module):
 
     def finish(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z, dim=1) if self.config.normalize else z
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (where it is fast and safe for these networks); full precision elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def stage_indices(backbone: nn.Module, levels: int, name: str) -> list[int]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from pbn_cli.model.losses import ContrastiveLoss, TripletLoss, euclidean
+from pbn_cli.model.recipe import MINERS
 
-MINERS = ("all", "semihard", "batch-hard")
 
 
 def distance_matrix(emb: torch.Tensor, distance=euclidean) -> torch.Tensor:

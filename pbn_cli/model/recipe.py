@@ -1,12 +1,13 @@
-"""The recipe a network is trained with: one dataclass, stored in every checkpoint.
+"""The recipe a network is trained with, and the network's own configuration: stored in every checkpoint.
 
 Everything that consumes a trained network (eval, compare, search, predict,
 export) rebuilds it from this record, so it lives beside the model. The
 presets that fill it in are training's (training/presets.py).
 
-``FLAGS`` names the fields `pbn train` sets from an option of the same
-name, ``NOT_FLAGS`` those it sets otherwise; a test keeps every field in
-exactly one of them. ``RESUMABLE`` are those ``--resume`` may change.
+Each field that `pbn train` sets from an option declares it here (flag,
+help, whether ``--resume`` may change it: core/options.py); the command's
+options are generated from these declarations. Fields without one are set
+by the presets. Nothing here imports torch, so `pbn --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,50 +15,95 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from pbn_cli.core.errors import InputError
-from pbn_cli.model.embedder import ModelConfig
-from pbn_cli.model.mining import MINERS
+from pbn_cli.core.options import declared, flag_of, option
 
 MODES = ("pair", "triplet", "proxy")
 SAMPLERS = ("random", "pk")
+MINERS = ("all", "semihard", "batch-hard")  # model/mining.py
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's and timm's usual input normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MARGIN_HELP = "Margin of the mode's loss (triplet, pair; proxy: the additive cosine margin of the true artist)."
+
+
 VIEWS = ("crop", "resize", "mixed")
 
 
 @dataclass
+class ModelConfig:
+    """The network and how it sees a painting (the embedding's geometry): stored in every checkpoint and export."""
+
+    backbone: str = option("reference", help="reference, compact, any torchvision classifier (resnet50, "
+                           "convnext_tiny, vit_b_16...) or timm:NAME; `pbn backbones` lists them.")
+    input_size: int = option(256, help="Side of the square views the network sees, px.")
+    embedding_dim: int | None = option(None, help="Embedding size (a linear head when it differs from the "
+                                       "backbone's features; default: the backbone's own).")
+    normalize: bool = option(True, help="L2-normalise embeddings.")
+    pretrained: bool = option(False, help="The backbone's default ImageNet weights (torchvision's or timm's cache, "
+                              "else downloaded).")
+    weights: str | None = option(None, help="A torchvision weights name (e.g. IMAGENET1K_SWAG_LINEAR_V1) or a "
+                                 ".safetensors / state-dict file; input normalisation and size follow the weights.")
+    # the weights' own input normalisation, per channel (model/backbones.py input_config): set with the weights
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    levels: int = option(1, help="compact and timm backbones: also pool the last LEVELS-1 stages before the head "
+                         "(texture the last layer forgets); 1: the backbone's features alone.")
+    keep_pretrained: float = option(0.0, help="Pretrained backbones: the embedding also holds the features of an "
+                                    "untouched copy of the pretrained network (centred on training paintings), "
+                                    "weighted this beside the fine-tuned ones, so what ImageNet knew of artists "
+                                    "never seen is kept (cpu and default: 1; 0: off).")
+    view: str = option("crop", help="crop: random crops at cache resolution; resize: whole painting shrunk; mixed: "
+                       "either (embedding: the grid of crops and the whole).")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def pretrained_weights(self) -> bool:
+        """Whether the backbone starts from pretrained weights (the default ones or a named set or file)."""
+        return self.pretrained or bool(self.weights)
+
+
+@dataclass
 class TrainConfig:
-    mode: str = "triplet"  # pair: contrastive loss; triplet: triplet loss; proxy: artist classifier loss alone
-    preset: str = "default"
+    mode: str = option("triplet", help="pair: contrastive loss on pairs; triplet: triplet loss; proxy: an artist "
+                       "classifier's loss alone (normalised softmax, additive margin).")
+    preset: str = option("default", help="default (pretrained, GPU, full data), cpu (pretrained, fine-tuned on a CPU "
+                         "in minutes), quick (from scratch, CPU-sized; the demo's) or reference.")
     model: ModelConfig = field(default_factory=ModelConfig)
-    sampler: str = "pk"  # random: the reference's draw; pk: P artists x K paintings
-    miner: str = "semihard"  # pk only: all | semihard | batch-hard
-    batch_size: int = 64  # per process: triplets or pairs (random), or images P*K (pk)
-    paintings_per_artist: int = 4  # K of a P x K batch
-    epochs: int = 30
-    max_minutes: float | None = None  # stop after the epoch that passes this budget
+    sampler: str = option("pk", help="random (the reference's draw) or pk (P artists x K paintings).")
+    miner: str = option("semihard", help="pk only: all, semihard or batch-hard.")
+    batch_size: int = option(64, help="Per process: triplets/pairs (random) or images (pk).")
+    paintings_per_artist: int = option(4, flag="--k", help="K of a P x K batch.")
+    epochs: int = option(30, resumable=True, help="Epochs (each: as many samples as training paintings).")
+    max_minutes: float | None = option(None, resumable=True, help="Time budget: the epochs and the learning-rate "
+                                       "schedule are planned to fit it, from the measured speed.")
     optimizer: str = "adamw"  # adam | adamw
-    lr: float = 3e-4
+    lr: float = option(3e-4, help="Learning rate of the head and the artist classifier.")
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine (by epoch) | cosine-steps (by step) | multistep
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
-    triplet_margin: float = 0.2
-    pair_margin: float = 0.5
-    id_weight: float = 0.0  # weight of the artist-classification loss beside the pair/triplet loss
+    triplet_margin: float = option(0.2, flag="--margin", shared=True, help=MARGIN_HELP)
+    pair_margin: float = option(0.5, flag="--margin", shared=True, help=MARGIN_HELP)
+    id_weight: float = option(0.0, help="Weight of an artist-classification loss (cosine classifier over the "
+                              "training artists) beside the pair/triplet loss; 0: none.")
     class_scale: float = 16.0  # s of the cosine classifier's softmax
-    class_margin: float = 0.1  # additive cosine margin of the true artist (proxy mode: --margin)
-    backbone_lr_scale: float = 1.0  # the backbone learns at lr x this; the head and classifier at lr
-    warmup: float = 0.0  # share of the planned steps over which the learning rate rises linearly
-    bn_eval: bool | None = None  # BatchNorm statistics frozen; None: when pretrained and batches are small
-    freeze_backbone: bool = False  # train the head only, on cached backbone features of fixed views
-    view: str = "crop"  # crop: random crops at cache resolution; resize: whole painting shrunk; mixed: either
+    class_margin: float = option(0.1, flag="--margin", shared=True, help=MARGIN_HELP)
+    backbone_lr_scale: float = option(1.0, help="The backbone learns at --lr times this (pretrained: 0.1).")
+    warmup: float = option(0.0, help="Share of the planned steps over which the learning rate rises from 0.")
+    bn_eval: bool | None = option(None, flag="--bn-eval", off="--bn-train", help="Keep the backbone's BatchNorm "
+                                  "statistics as pretrained (default: when pretrained and batches are under 64).")
+    freeze_backbone: bool = option(False, help="Train the head only, on backbone features of fixed views computed "
+                                   "once (needs --embedding-dim).")
     hflip: float = 0.0  # probability of a horizontal flip
     vflip: float = 0.0
     rotation: float = 0.0  # rotation drawn uniformly in [0, rotation] degrees
     translate: float = 0.0  # shift up to this fraction of the side
     zoom: float = 1.0  # fixed zoom of the affine transform (the reference: 1.2)
-    seed: int = 0
+    seed: int = option(0, help="Random seed.")
     val_triplets: int = 5000
-    device: str = "auto"
-    compile: bool = False
+    device: str = option("auto", resumable=True, help="auto, cpu, cuda, cuda:N or mps.")
+    compile: bool = option(False, resumable=True, help="torch.compile the network.")
     log_every: int = 20  # steps between host syncs for the progress bar
 
     def to_dict(self) -> dict:
@@ -67,27 +113,45 @@ class TrainConfig:
         """A field of the recipe or of its model, by name."""
         return getattr(self.model, name) if hasattr(self.model, name) else getattr(self, name)
 
+    @property
+    def images_per_step(self) -> int:
+        """Images one step embeds: the batch's pairs or triplets (random sampler), or its P x K images."""
+        per_sample = {"triplet": 3, "pair": 2}.get(self.mode, 1) if self.sampler == "random" else 1
+        return max(1, self.batch_size * per_sample)
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        d["model"] = ModelConfig(**d["model"])
+        model = dict(d["model"])
+        if "view" in d:  # checkpoints before the geometry moved into the model's configuration
+            model.setdefault("view", d.pop("view"))
+        d["model"] = ModelConfig(**model)
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-#: fields `pbn train` sets from the option of the same name (a None option keeps the preset's value)
-FLAGS = (
-    "backbone", "input_size", "embedding_dim", "normalize", "pretrained", "weights", "sampler", "miner", "batch_size",
-    "paintings_per_artist", "epochs", "max_minutes", "lr", "view", "seed", "device", "compile",
-    "id_weight", "backbone_lr_scale", "warmup", "bn_eval", "freeze_backbone", "levels",
-    "keep_pretrained",
-)
-#: fields set otherwise: by --mode, --preset and --margin (the mode's margin), or by the preset alone
-NOT_FLAGS = (
-    "mode", "preset", "triplet_margin", "pair_margin", "class_margin", "class_scale", "optimizer", "weight_decay", "schedule", "milestones", "gamma",
-    "hflip", "vflip", "rotation", "translate", "zoom", "val_triplets", "log_every",
-    "mean", "std",  # the weights' own input normalisation (model/backbones.py input_config)
-)
-RESUMABLE = {"epochs", "max_minutes", "device", "compile"}  # what --resume may change
+def margin_field(mode: str) -> str:
+    """The field --margin sets in ``mode``."""
+    return {"triplet": "triplet_margin", "pair": "pair_margin"}.get(mode, "class_margin")
+
+
+def resumed(name: str, stored: TrainConfig, changes: dict) -> TrainConfig:
+    """The stored recipe of run ``name`` with what ``--resume`` may change; any other option given must agree."""
+    resumable = {d.name for d in declared(TrainConfig) if d.option.resumable}
+    config = TrainConfig.from_dict(stored.to_dict())
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key in resumable:
+            setattr(config.model if hasattr(config.model, key) else config, key, value)
+            continue
+        before = stored.get(key)
+        if before != value:
+            flag = flag_of(TrainConfig, key)
+            raise InputError(
+                f"run {name} was trained with {flag} {before}; --resume continues it with its own recipe: "
+                f"drop {flag} {value}, or train a new run"
+            )
+    return config
 
 
 def check(c: TrainConfig) -> None:
@@ -98,7 +162,7 @@ def check(c: TrainConfig) -> None:
         problems.append(f"--sampler must be one of {', '.join(SAMPLERS)}")
     if c.miner not in MINERS:
         problems.append(f"--miner must be one of {', '.join(MINERS)}")
-    if c.view not in VIEWS:
+    if c.model.view not in VIEWS:
         problems.append(f"--view must be one of {', '.join(VIEWS)}")
     if c.sampler == "pk" and (c.paintings_per_artist < 2 or c.batch_size < 2 * c.paintings_per_artist):
         problems.append("a P x K batch needs K >= 2 and --batch-size >= 2K")
@@ -120,7 +184,7 @@ def check(c: TrainConfig) -> None:
         problems.append("--margin of proxy mode is a cosine margin in [0, 1)")
     if c.model.keep_pretrained < 0:
         problems.append("--keep-pretrained must be >= 0")
-    elif c.model.keep_pretrained > 0 and not (c.model.pretrained or c.model.weights):
+    elif c.model.keep_pretrained > 0 and not c.model.pretrained_weights:
         problems.append("--keep-pretrained keeps a pretrained backbone's features: give --pretrained or --weights, "
                         "or --keep-pretrained 0")
     elif c.model.keep_pretrained > 0 and c.freeze_backbone:

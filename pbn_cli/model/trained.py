@@ -21,12 +21,17 @@ import numpy as np
 import torch
 
 from pbn_cli.core.atomic import read_json
+from pbn_cli.core.distributed import Dist
 from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import Run, find_run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
+from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model import calibration, checkpoint
 from pbn_cli.model.embed import embed_images
+from pbn_cli.model.paintings import fill_store, model_store
+from pbn_cli.model.store import CHUNK, Store
 from pbn_cli.model.embedder import Embedder
 from pbn_cli.model.recipe import TrainConfig
 
@@ -57,6 +62,8 @@ class TrainedModel:
 
     def read(self, path: Path, name: str | None = None) -> np.ndarray:
         """A painting file as the model sees it (the image door, with the cache's size and fit); one line if unreadable."""
+        if not Path(path).is_file():
+            raise InputError(f"{name or path} does not exist")
         try:
             return imaging.load_rgb(str(path), self.image_size, self.fit)
         except imaging.ImageReadError as err:
@@ -64,21 +71,34 @@ class TrainedModel:
 
     def embed_one(self, pixels: np.ndarray, device: torch.device) -> np.ndarray:
         """The embedding of one painting read by ``read``, computed alone (so it never depends on its neighbours in a batch)."""
-        return self.embed_pixels(self.network(device), lambda idx: pixels[None][idx], 1, device)[0]
+        return embed_images(self.network(device), lambda idx: pixels[None][idx], 1, device)[0]
 
     def embed_files(self, paths: list[Path], device: torch.device) -> np.ndarray:
         images = [self.read(path) for path in paths]
         return np.stack([self.embed_one(pixels, device) for pixels in images])
 
-    def embed_pixels(self, network, get_images, n: int, device: torch.device, progress=None) -> np.ndarray:
-        """Embeddings of ``n`` cached-size images, seen exactly as in training's evaluation."""
-        return embed_images(network, get_images, n, self.config.model.input_size, self.config.view,
-                            self.config.model.normalize, device, progress=progress)
+    def store(self, ws: Workspace, half: bool = False) -> Store:
+        """This model's embedding store in the workspace."""
+        return model_store(ws, self.fingerprint(), half)
+
+    def fill(self, ws: Workspace, data: CacheData, rows: SplitRows, device: torch.device, *, half: bool = False,
+             progress: Progress = SILENT, dist: Dist = Dist(), chunk: int = CHUNK) -> int:
+        """Embed the ``rows`` this model's store lacks; how many this pass embedded."""
+        about = {"model": f"run {self.name}, {self.which} checkpoint (epoch {self.epoch})", "backbone":
+                 self.config.model.backbone, "fingerprint": self.fingerprint()}
+        return fill_store(ws, self.network(device), self.fingerprint(), data, rows, device, half=half, about=about,
+                          progress=progress, dist=dist, chunk=chunk)[1]
+
+    def embeddings(self, ws: Workspace, data: CacheData, rows: SplitRows, device: torch.device, *, half: bool = False,
+                   progress: Progress = SILENT) -> np.ndarray:
+        """The workspace paintings' embeddings from this model's store, embedding only those not stored yet."""
+        self.fill(ws, data, rows, device, half=half, progress=progress)
+        return self.store(ws, half).read(rows)
 
     def fingerprint(self) -> str:
         """A digest of the weights and the image geometry: what an embedding depends on."""
         if self._fingerprint is None:
-            geometry = f"{self.image_size}:{self.fit}:{self.config.view}:{self.config.model.input_size}"
+            geometry = f"{self.image_size}:{self.fit}:{self.config.model.view}:{self.config.model.input_size}"
             self._fingerprint = checkpoint.weights_digest(self.state, geometry)
         return self._fingerprint
 

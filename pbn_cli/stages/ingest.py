@@ -24,7 +24,9 @@ from pbn_cli.data.imaging import ImageReadError, read_header
 from pbn_cli.data.paths import locate
 from pbn_cli.stages.common import StageResult, reason_counts
 
-RESERVED = ("image_id", "filename", "path", "artist", "format", "width", "height", "mode", "bytes")
+#: the columns pbn's stages write; a CSV's own columns of these names are not carried along
+RESERVED = ("image_id", "filename", "path", "artist", "format", "width", "height", "mode", "bytes", "sha256", "split",
+            "cache_row", "phash", "digest", "near_duplicate_group", "csv_row")
 
 
 def _probe_chunk(args: tuple[str, Sequence[str]]) -> list[tuple]:

@@ -12,7 +12,6 @@ image_id to ``cache_row``; undecodable files go to ``resize.rejected.parquet``.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -35,6 +34,7 @@ from pbn_cli.data.preview import contact_sheet, save_png
 from pbn_cli.stages.common import StageResult, reason_counts
 
 _worker: dict = {}
+CACHED = ["cache_row", "phash", "digest"]  # what resize.parquet adds to each painting
 
 
 def _init_worker(cache_file: str, size: int, fit: str, max_pixels: int, root: str, lock) -> None:
@@ -49,8 +49,8 @@ def _init_worker(cache_file: str, size: int, fit: str, max_pixels: int, root: st
     imaging.set_big_image_lock(lock)
 
 
-def _resize_chunk(items: Sequence[tuple[str, str, int]]) -> list[tuple[str, int, str | None, int | None]]:
-    """Decode, fit and write each (image_id, path, row); returns (image_id, row, reason, phash)."""
+def _resize_chunk(items: Sequence[tuple[str, str, int]]) -> list[tuple[str, int, str | None, int | None, str | None]]:
+    """Decode, fit and write each (image_id, path, row); returns (image_id, row, reason, phash, pixels digest)."""
     w = _worker
     out = []
     for image_id, rel, row in items:
@@ -61,10 +61,10 @@ def _resize_chunk(items: Sequence[tuple[str, str, int]]) -> list[tuple[str, int,
             except imaging.ImageReadError as err:
                 reason = str(err)
         if reason is not None:
-            out.append((image_id, row, reason, None))
+            out.append((image_id, row, reason, None, None))
             continue
         os.pwrite(w["fd"], pixels.tobytes(), w["offset"] + row * cache.row_bytes(w["size"]))
-        out.append((image_id, row, None, phash(pixels)))
+        out.append((image_id, row, None, phash(pixels), cache.pixels_digest(pixels)))
     return out
 
 
@@ -88,10 +88,10 @@ class _Journal:
         done = {}
         for line in lines[1:]:
             try:
-                image_id, row, reason, h = json.loads(line)
+                image_id, row, reason, h, *digest = json.loads(line)
             except (ValueError, TypeError):
                 break  # a line cut short by a kill: everything after it is redone
-            done[image_id] = (row, reason, h)
+            done[image_id] = (row, reason, h, digest[0] if digest else None)
         return rows, items, done
 
     def start(self, size: int, fit: str, rows: int, items: list) -> None:
@@ -118,15 +118,20 @@ def _check_disk(folder: Path, needed: int) -> None:
 def resize(
     ws: Workspace,
     *,
-    size: int = 256,
-    fit: str = "crop",
+    size: int | None = None,
+    fit: str | None = None,
     workers: int | None = None,
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
     force: bool = False,
     images: Path | None = None,
     progress: Progress = SILENT,
 ) -> StageResult:
-    """Cache every painting of the clean manifest at ``size`` px; resumable and incremental."""
+    """Cache every painting of the clean manifest at ``size`` px; resumable and incremental.
+
+    ``size`` and ``fit`` default to the workspace's cache (256 px, crop, for a new one)."""
+    previous = ws.record("resize")
+    cached = previous.params if previous is not None and not force else {}
+    size, fit = size or cached.get("size", 256), fit or cached.get("fit", "crop")
     if fit not in imaging.FITS:
         raise InputError(f"--fit must be one of {', '.join(imaging.FITS)}, got {fit!r}")
     if not 16 <= size <= 2048:
@@ -134,7 +139,6 @@ def resize(
     up = ws.require("clean")
     params = {"size": size, "fit": fit, "max_pixels": max_pixels}
     inputs = {"clean": up.fingerprint}
-    previous = ws.record("resize")
     if previous is not None and not force:
         old = previous.params
         if (old.get("size"), old.get("fit")) != (size, fit):
@@ -156,6 +160,24 @@ def resize(
     frame, _ = read_manifest(ws.manifest("clean"))
     done_rows, done_rejected = _previous(ws)
     resumed = journal.read(size, fit)
+    items, finished = _plan(ws, frame, done_rows, done_rejected, path, journal, size, fit, resumed)
+    pending = [tuple(it) for it in items if it[0] not in finished]
+    n_workers = min(workers or default_workers(), max(1, len(pending) // 8))
+    args = (str(path), size, fit, max_pixels, image_root(up, images), imaging.new_big_image_lock())
+    with worker_pool(n_workers, _init_worker, args) as pool:
+        progress.start(len(items))
+        progress.advance(len(items) - len(pending))
+        _run(pool, pending, path, journal, finished, progress)
+    result = _finish(ws, frame, done_rows, done_rejected, finished, params, inputs, path, journal)
+    if resumed is not None and result.kept + result.rejected < len(frame):
+        # the resumed plan predates paintings added since: cache those too
+        return resize(ws, size=size, fit=fit, workers=workers, max_pixels=max_pixels, images=images, progress=progress)
+    return result
+
+
+def _plan(ws: Workspace, frame, done_rows, done_rejected, path: Path, journal: _Journal, size: int, fit: str,
+          resumed) -> tuple[list, dict]:
+    """The journal's plan when a run was killed (with what it finished), else a new one for the paintings not cached."""
     if resumed is None:
         base = cache.rows_in(path, size)
         todo = frame[~frame["image_id"].isin(done_rows.index) & ~frame["image_id"].isin(done_rejected.index)]
@@ -169,11 +191,11 @@ def resize(
     # idempotent, so a run killed while growing the file grows it again
     if not path.exists() or path.stat().st_size != cache.header_length(size) + rows * cache.row_bytes(size):
         cache.ensure_rows(path, rows, size)
+    return items, finished
 
-    pending = [tuple(it) for it in items if it[0] not in finished]
-    root = image_root(up, images)
-    lock = mp.get_context("fork").Lock() if "fork" in mp.get_all_start_methods() else None
-    n_workers = min(workers or default_workers(), max(1, len(pending) // 8))
+
+def _run(pool, pending: list, path: Path, journal: _Journal, finished: dict, progress: Progress) -> None:
+    """Resize ``pending`` in the workers; every painting is journalled once its pixels are on disk."""
     buffer: list = []
     last_flush = time.monotonic()
 
@@ -190,43 +212,39 @@ def resize(
         last_flush = time.monotonic()
 
     def done(_: int, results: list) -> None:
-        for image_id, row, reason, h in results:
-            finished[image_id] = (row, reason, h)
+        for image_id, row, reason, h, digest in results:
+            finished[image_id] = (row, reason, h, digest)
         buffer.extend(results)
         if len(buffer) >= 32 or time.monotonic() - last_flush > 2.0:
             flush()
         progress.advance(len(results))
 
-    with worker_pool(n_workers, _init_worker, (str(path), size, fit, max_pixels, root, lock)) as pool:
-        progress.start(len(items))
-        progress.advance(len(items) - len(pending))
-        try:
-            map_chunks(pool, _resize_chunk, chunks(pending, 8), done)
-        finally:
-            flush()
-    result = _finish(ws, frame, done_rows, done_rejected, finished, params, inputs, path, journal)
-    if resumed is not None and result.kept + result.rejected < len(frame):
-        # the resumed plan predates paintings added since: cache those too
-        return resize(ws, size=size, fit=fit, workers=workers, max_pixels=max_pixels, images=images, progress=progress)
-    return result
+    try:
+        map_chunks(pool, _resize_chunk, chunks(pending, 8), done)
+    finally:
+        flush()
 
 
 def _previous(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Paintings cached (image_id -> cache_row, phash) and rejected (-> reason) by earlier runs."""
+    """Paintings cached (image_id -> cache_row, phash, digest) and rejected (-> reason) by earlier runs."""
     if ws.record("resize") is None:
-        return pd.DataFrame(columns=["cache_row", "phash"]), pd.DataFrame(columns=["reason"])
+        return pd.DataFrame(columns=CACHED), pd.DataFrame(columns=["reason"])
     ok, _ = read_manifest(ws.manifest("resize"))
     bad, _ = read_manifest(ws.rejected("resize"))
-    return ok.set_index("image_id")[["cache_row", "phash"]], bad.set_index("image_id")[["reason"]]
+    return ok.set_index("image_id").reindex(columns=CACHED), bad.set_index("image_id")[["reason"]]
 
 
 def _finish(ws, frame, done_rows, done_rejected, finished, params, inputs, path, journal) -> StageResult:
-    new = pd.DataFrame.from_dict(finished, orient="index", columns=["cache_row", "reason", "phash"])
-    ok = pd.concat([done_rows, new[new["reason"].isna()][["cache_row", "phash"]]])
+    new = pd.DataFrame.from_dict(finished, orient="index", columns=["cache_row", "reason", "phash", "digest"])
+    ok = pd.concat([done_rows, new[new["reason"].isna()][CACHED]])
     bad = pd.concat([done_rejected, new[new["reason"].notna()][["reason"]]])
     kept = frame.join(ok, on="image_id", how="inner")
     kept["cache_row"] = kept["cache_row"].astype("int64")
     kept["phash"] = kept["phash"].astype("int64")
+    unknown = kept["digest"].isna().to_numpy()  # cached by a version of pbn that kept no digest: read them back
+    if unknown.any():
+        images = cache.open_cache(path)
+        kept.loc[unknown, "digest"] = [cache.pixels_digest(images[r]) for r in kept.loc[unknown, "cache_row"]]
     kept["near_duplicate_group"] = near_duplicate_groups(kept["phash"].to_numpy())
     rejected = frame.join(bad, on="image_id", how="inner")
     summary = _near_duplicate_summary(ws, kept)

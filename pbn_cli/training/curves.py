@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pbn_cli.core.figures import pyplot, save_figure
+from pbn_cli.core.pictures import pyplot, save_figure
 
 
 def training_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:

@@ -1,9 +1,12 @@
 """The training program: set up, train one epoch at a time, validate, checkpoint.
 
-Read top to bottom: ``train`` prepares the run (device, data, model,
-optimizer, resume), then loops over epochs calling ``train_one_epoch`` and
-``validate``. Rank 0 alone writes; with torchrun every rank trains its
-share of each epoch's batches.
+Read top to bottom. ``train`` picks and locks the run; ``setup`` builds all
+that the epochs share into a ``TrainState`` (the recipe, the data, the
+network and its optimiser, the objective, the sampler and loader, the
+schedule); ``fit`` runs the epochs (``train_one_epoch``, then
+``end_epoch``: validation, history, checkpoints) until the recipe or the
+time budget says stop; ``save`` writes a checkpoint. Rank 0 alone writes;
+with torchrun every rank trains its share of each epoch's batches.
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pbn_cli.core import locking
+from pbn_cli.core import distributed, locking
 from pbn_cli.core.atomic import write_text
 from pbn_cli.core.device import select_device
+from pbn_cli.core.distributed import Dist
 from pbn_cli.core.errors import InputError, LockedError, PbnError
 from pbn_cli.core.manifest import Record, write_manifest
 from pbn_cli.core.progress import SILENT, Progress
@@ -29,94 +33,167 @@ from pbn_cli.core.runs import Run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model import checkpoint, metrics
-from pbn_cli.model.embed import embed_images
 from pbn_cli.model.embedder import Embedder
 from pbn_cli.model.losses import ArtistLoss
-from pbn_cli.model.recipe import TrainConfig
+from pbn_cli.model.paintings import copy_means, embed_paintings
+from pbn_cli.model.recipe import TrainConfig, resumed
 from pbn_cli.model.views import views_per_painting
-from pbn_cli.training import distributed
-from pbn_cli.training import features as frozen
-from pbn_cli.training.batches import FeatureLoader, Loader, make_sampler
+from pbn_cli.training.batches import FeatureLoader, Loader, Sampler, make_sampler
+from pbn_cli.training.curves import training_curves
+from pbn_cli.training.features import cached_features, embed_cached
 from pbn_cli.training.objective import Objective, TrainingNet, set_train_mode, uses_artist_loss
 from pbn_cli.training.schedule import Planner, Schedule
-from pbn_cli.training.curves import training_curves
-from pbn_cli.training.session import (
-    check_unchanged,
-    epoch_line,
-    pick_run,
-    stop_on_ctrl_c,
-)
+from pbn_cli.training.session import Cursor, epoch_line, pick_run, stop_on_ctrl_c
+
+CENTRE_PAINTINGS = 256  # training paintings whose mean centres the untouched copy's features
 
 
 @dataclass
 class Summary:
     run: str
     epochs: int
+    steps: int  # optimiser steps taken in all
     best: float
     stopped: str
     history: pd.DataFrame
 
 
-def validate(model, data: CacheData, rows: SplitRows, config: TrainConfig, device, features=None) -> dict:
-    """Triplet accuracy and pair AUC on ``rows`` (docs/metrics.md), seeded; from cached ``features`` if given."""
-    if len(rows) < 3 or len(np.unique(rows.labels)) < 2:
-        return {"val_triplet_accuracy": float("nan"), "val_pair_auc": float("nan")}
-    if features is not None:
-        emb = frozen.embed_cached(model, features, device)
-    else:
-        emb = embed_images(
-            model, lambda idx: data.gather(rows.rows[idx]), len(rows), config.model.input_size,
-            config.view, config.model.normalize, device,
-        )
-    triplets = metrics.sample_triplets(rows.labels, config.val_triplets, config.seed)
-    auc, _, _ = metrics.pair_auc(emb, rows.labels, config.seed)
-    return {"val_triplet_accuracy": metrics.triplet_accuracy(emb, triplets), "val_pair_auc": auc}
+@dataclass
+class TrainState:
+    """What the epochs share: built by ``setup``, advanced by ``fit``."""
+
+    ws: Workspace
+    run: Run
+    config: TrainConfig
+    device: torch.device
+    dist: Dist
+    data: CacheData
+    train_rows: SplitRows
+    val_rows: SplitRows
+    network: Embedder
+    net: TrainingNet  # the network and its artist classifier: what the optimiser trains
+    optimizer: torch.optim.Optimizer
+    sampler: Sampler
+    schedule: Schedule
+    cursor: Cursor
+    progress: Progress = SILENT
+    objective: Objective | None = None
+    loader: Loader | FeatureLoader | None = None
+    val_features: torch.Tensor | None = None  # --freeze-backbone: the val paintings' cached features
+    val_copy: np.ndarray | None = None  # --keep-pretrained: the copy's mean features of the val paintings (stored)
+    planner: Planner | None = None
+    fresh: bool = True  # a new run, not a resumed one
+    epoch: int = 0  # epochs finished
+    best: float = -math.inf
+    history: list = field(default_factory=list)
+    aug_state: torch.Tensor | None = None  # a resumed epoch's augmentation generator
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps taken since the run began."""
+        return self.epoch * self.schedule.steps_per_epoch + self.cursor.step
 
 
-def _aug_generator(config: TrainConfig, epoch: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((config.seed * 1_000_003 + epoch) * 101 + rank) % (2**63))
+def train(ws: Workspace, config: TrainConfig, *, run_name: str | None = None, resume: bool = False,
+          progress: Progress = SILENT, changes: dict | None = None) -> Summary:
+    """Train ``config`` into a new run (or continue ``run_name`` with ``resume``).
+
+    ``changes`` are the options the user gave; with ``resume`` they must
+    agree with the run's recipe, but for those it may change (model/recipe.py)."""
+    dist, device = distributed.setup(select_device(config.device))
+    try:
+        run = _agree_on_run(ws, config, run_name, resume, dist)
+        fresh = dist.primary and not run.folder.exists()
+        lock = locking.hold(run.lock, f"run {run.name}") if dist.primary else contextlib.nullcontext()
+        try:
+            with lock, stop_on_ctrl_c(progress) as cursor:
+                state = setup(ws, config, run, resume=resume, device=device, dist=dist, progress=progress,
+                              cursor=cursor, changes=changes or {})
+                stopped = fit(state)
+                return Summary(run.name, state.epoch, state.steps, state.best, stopped, pd.DataFrame(state.history))
+        except BaseException:
+            if fresh and not run.last.exists():  # failed before its first checkpoint: leave no empty run behind
+                shutil.rmtree(run.folder, ignore_errors=True)
+            raise
+    finally:
+        distributed.teardown(dist)
 
 
-def train_one_epoch(objective: Objective, optimizer, loader, batches, config, device, generator, progress, position,
-                    schedule: Schedule, planner: Planner, epoch: int):
-    """Train on ``batches`` from ``position["step"]``; returns (mean loss, images).
-
-    ``position`` carries the step reached, the loss summed so far and the
-    augmentation generator's state, so an interrupted epoch can be saved and
-    finished later with exactly the same result.
-    """
-    set_train_mode(objective.training_net, config)
-    start = position.get("step", 0)
-    total = torch.as_tensor(position.get("loss_sum", 0.0), dtype=torch.float64, device=device)
-    images = position.get("images", 0)
-    shown = start
-    for step, (batch, x) in enumerate(loader(batches[start:]), start=start):
-        schedule.apply(optimizer, epoch * schedule.steps_per_epoch + step)
-        loss = objective(batch, x, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
-        images += len(batch.images)
-        position.update(step=step + 1, images=images, aug_rng=generator.get_state())
-        if planner.step_done(epoch, step + 1):
-            progress.start(planner.bar_total())
-        if (step + 1) % config.log_every == 0 or step + 1 == len(batches) or position.get("stop"):
-            position["loss_sum"] = total.item()  # the only host sync: every log_every steps
-            if not math.isfinite(position["loss_sum"]):
-                raise FloatingPointError(f"step {step + 1}")
-            progress.advance(step + 1 - shown)
-            progress.info(f"loss {position['loss_sum'] / (step + 1):.4f}")
-            shown = step + 1
-        if position.get("stop"):
-            raise KeyboardInterrupt
-    mean = total.item() / max(len(batches), 1)
-    if not math.isfinite(mean):
-        raise FloatingPointError("the end of the epoch")
-    return mean, images
+def _agree_on_run(ws: Workspace, config: TrainConfig, name: str | None, resume: bool, dist: Dist) -> Run:
+    """The run rank 0 picks, on every rank (its refusal too)."""
+    picked: tuple[str, str] = ("", "")
+    if dist.primary:
+        try:
+            picked = ("ok", pick_run(ws, config, name, resume).name)
+        except InputError as err:
+            picked = ("error", str(err))
+        except PbnError as err:  # another process holds the run
+            picked = ("locked", str(err))
+    status, value = distributed.broadcast_object(dist, picked)
+    if status == "error":
+        raise InputError(value)
+    if status == "locked":
+        raise LockedError(value)
+    return Run(ws.runs / value)
 
 
-def _optimizer(config: TrainConfig, net: TrainingNet):
+# ------------------------------------------------------------------------------------------------------------ setup
+def setup(ws: Workspace, config: TrainConfig, run: Run, *, resume: bool, device: torch.device, dist: Dist = Dist(),
+          progress: Progress = SILENT, cursor: Cursor | None = None, changes: dict | None = None) -> TrainState:
+    """Everything the epochs need: the recipe (the run's own when resuming), data, network, optimiser, schedule."""
+    stored = checkpoint.load(run.last) if resume else None
+    if stored is not None:
+        config = resumed(run.name, TrainConfig.from_dict(stored["config"]), changes or {})
+    config.device = str(device)
+    torch.manual_seed(config.seed + dist.rank)
+    data, train_rows, val_rows = _data(ws, config, stored, run)
+    network = _network(config, fresh=stored is None).to(device)
+    classes = np.unique(train_rows.labels)
+    artist_loss = (ArtistLoss(network.dim, len(classes), config.class_scale, config.class_margin).to(device)
+                   if uses_artist_loss(config) else None)
+    net = TrainingNet(network, artist_loss, config.freeze_backbone)
+    sampler = make_sampler(config.sampler, train_rows.labels, config.mode, config.batch_size, config.seed,
+                           config.paintings_per_artist)
+    planned = stored.get("planned_epochs") if stored is not None and config.max_minutes else None
+    schedule = Schedule(config, len(sampler.epoch(0, dist.rank, dist.world)), planned)
+    state = TrainState(ws, run, config, device, dist, data, train_rows, val_rows, network, net, _optimizer(config, net),
+                       sampler, schedule, cursor or Cursor(), progress, fresh=stored is None)
+    if stored is not None:
+        _restore(state, stored)
+    if network.kept is not None:
+        _copy_features(state)
+    state.objective = Objective(config, _distribute(net, config, dist, device), net, classes, device)
+    if dist.primary:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        write_text(run.config, json.dumps({**config.to_dict(), "run": run.name, "data": data.fingerprints}, indent=2))
+    state.loader = _loader(state)
+    return state
+
+
+def _data(ws: Workspace, config: TrainConfig, stored: dict | None, run: Run) -> tuple[CacheData, SplitRows, SplitRows]:
+    data = CacheData(ws)
+    if stored is not None:
+        checkpoint.check_cache(stored, data.size, run.name)
+    if config.model.view != "resize" and config.model.input_size > data.size:
+        raise InputError(f"--input-size {config.model.input_size} is larger than the cache's {data.size} px")
+    train_rows = data.split("train")
+    if len(train_rows) < 2:
+        raise InputError("the train split has fewer than two paintings; run `pbn split` on more data")
+    return data, train_rows, data.split("val")
+
+
+def _network(config: TrainConfig, fresh: bool) -> Embedder:
+    """The network to train: pretrained weights loaded when the run is new (a resumed one gets its own)."""
+    network = Embedder(config.model, load_pretrained=fresh)
+    if config.freeze_backbone:
+        if isinstance(network.head, torch.nn.Identity):
+            raise InputError(f"--freeze-backbone trains the head alone: give --embedding-dim (below the backbone's "
+                             f"{network.feature_dim} features) so there is a head to train")
+        network.backbone.requires_grad_(False)
+    return network
+
+
+def _optimizer(config: TrainConfig, net: TrainingNet) -> torch.optim.Optimizer:
     """AdamW (or Adam) over two groups: the head and classifier at --lr, the backbone at --lr x --backbone-lr-scale."""
     backbone = [p for p in net.model.backbone.parameters() if p.requires_grad]
     rest = [p for name, p in net.named_parameters() if p.requires_grad and not name.startswith("model.backbone.")]
@@ -127,209 +204,194 @@ def _optimizer(config: TrainConfig, net: TrainingNet):
     return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def train(
-    ws: Workspace,
-    config: TrainConfig,
-    *,
-    run_name: str | None = None,
-    resume: bool = False,
-    progress: Progress = SILENT,
-    resume_epochs: int | None = None,
-    changes: dict | None = None,
-) -> Summary:
-    """Train ``config`` into a new run (or continue ``run_name`` with ``resume``).
-
-    ``changes`` are the options the user gave; with ``resume`` they must not
-    change the run's recipe (only epochs, time budget, device and compile)."""
-    device = select_device(config.device)
-    dist = distributed.setup(device.type)
-    if dist.active and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    try:
-        picked: tuple[str, str] = ("", "")
-        if dist.primary:
-            try:
-                picked = ("ok", pick_run(ws, config, run_name, resume).name)
-            except InputError as err:
-                picked = ("error", str(err))
-            except PbnError as err:  # another process holds the run
-                picked = ("locked", str(err))
-        status, value = distributed.broadcast_object(dist, picked)
-        if status == "error":
-            raise InputError(value)
-        if status == "locked":
-            raise LockedError(value)
-        run = Run(ws.runs / value)
-        fresh = dist.primary and not run.folder.exists()
-        lock = locking.hold(run.lock, f"run {run.name}") if dist.primary else contextlib.nullcontext()
-        try:
-            with lock:
-                with stop_on_ctrl_c(progress) as position:
-                    return _train(ws, config, run, resume, resume_epochs, device, dist, progress, position, changes)
-        except BaseException:
-            if fresh and not run.last.exists():  # failed before its first checkpoint: leave no empty run behind
-                shutil.rmtree(run.folder, ignore_errors=True)
-            raise
-    finally:
-        distributed.teardown(dist)
+def _restore(state: TrainState, stored: dict) -> None:
+    """Continue from a checkpoint: weights, optimiser, history and, mid-epoch, the cursor and generator."""
+    state.network.load_state_dict(stored["model"])
+    if state.net.artist_loss is not None:
+        state.net.artist_loss.load_state_dict(stored["artist_loss"])
+    state.optimizer.load_state_dict(stored["optimizer"])
+    state.epoch, state.best, state.history = stored["epoch"], stored["best"], list(stored["history"])
+    state.cursor.step, state.cursor.loss_sum, state.cursor.images = stored["step"], stored["loss_sum"], stored["images"]
+    state.aug_state = state.cursor.aug_rng = stored.get("aug_rng")
+    state.progress.message(f"resuming run {state.run.name} at epoch {state.epoch + 1}"
+                           + (f", step {state.cursor.step}" if state.cursor.step else ""))
 
 
-def _train(ws, config: TrainConfig, run: Run, resume: bool, resume_epochs, device, dist, progress, position,
-           changes: dict | None = None) -> Summary:
-    state = checkpoint.load(run.last) if resume else None
-    if state is not None:
-        check_unchanged(run.name, TrainConfig.from_dict(state["config"]), changes or {})
-        config = TrainConfig.from_dict(state["config"])
-        if resume_epochs:
-            config.epochs = resume_epochs
-        for key in ("max_minutes", "compile"):  # what --resume may change, besides --epochs and the device
-            if (changes or {}).get(key) is not None:
-                setattr(config, key, changes[key])
-        config.device = str(device)
-    torch.manual_seed(config.seed + dist.rank)
-    data = CacheData(ws)
-    if state is not None:
-        checkpoint.check_cache(state, data.size, run.name)
-    train_rows, val_rows = data.split("train"), data.split("val")
-    if config.view != "resize" and config.model.input_size > data.size:
-        raise InputError(f"--input-size {config.model.input_size} is larger than the cache's {data.size} px")
-    if len(train_rows) < 2:
-        raise InputError("the train split has fewer than two paintings; run `pbn split` on more data")
+def _copy_features(state: TrainState) -> None:
+    """--keep-pretrained: the copy's mean features, from the store (embedded once per workspace and weights):
+    for a new run, its centre over up to 256 training paintings; for validation, the val paintings'."""
+    rows, network = state.train_rows, state.network
+    if state.fresh:
+        pick = np.unique(np.linspace(0, len(rows) - 1, min(CENTRE_PAINTINGS, len(rows))).round().astype(int))
+        means = copy_means(state.ws, network, state.data, rows[pick], state.device, progress=state.progress,
+                           dist=state.dist)
+        network.kept_center.copy_(torch.from_numpy(means.mean(0, dtype=np.float64)).float())
+    if state.dist.primary and len(state.val_rows):
+        state.val_copy = copy_means(state.ws, network, state.data, state.val_rows, state.device, progress=state.progress)
+    state.progress.start(0, description="train", unit="steps")
 
-    model = Embedder(config.model, load_pretrained=state is None).to(device)
-    if config.freeze_backbone:
-        if isinstance(model.head, torch.nn.Identity):
-            raise InputError(f"--freeze-backbone trains the head alone: give --embedding-dim (below the backbone's "
-                             f"{model.feature_dim} features) so there is a head to train")
-        model.backbone.requires_grad_(False)
-    if state is None and model.kept is not None:
-        frozen.center_kept(model, data, train_rows, config.model.input_size, config.view, device, progress=progress)
-        progress.start(0, description="train", unit="steps")
-    classes = np.unique(train_rows.labels)
-    artist_loss = (ArtistLoss(model.dim, len(classes), config.class_scale, config.class_margin).to(device)
-                   if uses_artist_loss(config) else None)
-    tnet = TrainingNet(model, artist_loss, config.freeze_backbone)
-    optimizer = _optimizer(config, tnet)
-    start_epoch, start_step, best, history = 0, 0, -math.inf, []
-    aug_state = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if artist_loss is not None:
-            artist_loss.load_state_dict(state["artist_loss"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, start_step, best = state["epoch"], state["step"], state["best"]
-        history, aug_state = list(state["history"]), state.get("aug_rng")
-        progress.message(f"resuming run {run.name} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
-    net = tnet
+
+def _distribute(net: TrainingNet, config: TrainConfig, dist: Dist, device: torch.device) -> torch.nn.Module:
+    """The module a step calls: DDP under torchrun, compiled with --compile."""
     if dist.active:
-        net = torch.nn.parallel.DistributedDataParallel(tnet, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        net = torch.compile(net)
-    objective = Objective(config, net, tnet, classes, device)
-    sampler = make_sampler(config.sampler, train_rows.labels, config.mode, config.batch_size, config.seed, config.paintings_per_artist)
-    if dist.primary:
-        run.folder.mkdir(parents=True, exist_ok=True)
-        write_text(run.config, json.dumps({**config.to_dict(), "run": run.name, "data": data.fingerprints}, indent=2))
-    val_features = None
-    if config.freeze_backbone:
-        size = config.model.input_size
-        train_features = frozen.cached(run, model, data, train_rows, "train", size, config.view, True, device, progress)
-        val_features = frozen.cached(run, model, data, val_rows, "val", size, config.view, False, device, progress)
-        loader = FeatureLoader(train_features, device)
-        progress.start(0, description="train", unit="steps")
-    else:
-        loader = Loader(data, train_rows.rows, device)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(net) if config.compile else net
 
-    def snapshot(epoch: int, step: int, aug_rng, loss_sum: float = 0.0, images: int = 0) -> dict:
-        return {
-            "loss_sum": loss_sum, "images": images,
-            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "artist_loss": artist_loss.state_dict() if artist_loss is not None else {},
-            "planned_epochs": schedule.planned_epochs, "epoch": epoch, "step": step, "best": best,
-            "history": history, "aug_rng": aug_rng,
-            "run": run.name, "cache_size": data.size,
-        }
 
-    def validate_now() -> dict:
-        return validate(model, data, val_rows, config, device, val_features)
+def _loader(state: TrainState) -> Loader | FeatureLoader:
+    """Batches of cached images; with --freeze-backbone, of cached backbone features (computed once per run)."""
+    if not state.config.freeze_backbone:
+        return Loader(state.data, state.train_rows.rows, state.device)
+    features = [cached_features(state.run, state.network, state.data, rows, split, split == "train", state.device,
+                                state.progress) for split, rows in (("train", state.train_rows), ("val", state.val_rows))]
+    state.val_features = features[1]
+    state.progress.start(0, description="train", unit="steps")
+    return FeatureLoader(features[0], state.device)
 
-    steps_per_epoch = len(sampler.epoch(0, dist.rank, dist.world))
-    # a budgeted run resumes on its plan until the first steps re-plan it; otherwise the recipe's epochs
-    schedule = Schedule(config, steps_per_epoch, state.get("planned_epochs") if state and config.max_minutes else None)
-    val_seconds = None
-    pretrained = config.model.pretrained or bool(config.model.weights)
-    if state is None and pretrained and dist.primary:  # what the pretrained network scores before any training
-        t0 = time.monotonic()
-        row = {"epoch": 0, "train_loss": float("nan"), **validate_now(), "lr": 0.0, "images_per_s": float("nan")}
-        val_seconds = row["seconds"] = time.monotonic() - t0
-        history.append(row)
-        best = row["val_triplet_accuracy"] if not math.isnan(row["val_triplet_accuracy"]) else best
-        checkpoint.save(run.start, snapshot(0, 0, None))
-        checkpoint.save(run.best, snapshot(0, 0, None))
-        progress.message(f"before training: val triplet acc {row['val_triplet_accuracy']:.3f}, "
-                         f"val AUC {row['val_pair_auc']:.3f} (the pretrained network; `--checkpoint start`)")
-    planner = Planner(schedule, config.max_minutes, config.epochs, start_epoch * steps_per_epoch + start_step,
-                      val_seconds, len(val_rows) * views_per_painting(data.size, config.model.input_size, config.view),
-                      max(1, config.batch_size * (3 if config.sampler == "random" and config.mode == "triplet" else
-                                                  2 if config.sampler == "random" else 1)),
-                      share=lambda value: distributed.broadcast_object(dist, value))
-    progress.start(planner.bar_total())
-    stopped = "finished"
-    position.update(step=start_step, loss_sum=state.get("loss_sum", 0.0) if state else 0.0, images=state.get("images", 0) if state else 0)
 
-    epoch = start_epoch
-    generator = None
+# -------------------------------------------------------------------------------------------------------------- fit
+def fit(state: TrainState) -> str:
+    """Train until the planned epochs are done (or the budget is spent); why it stopped, in words."""
+    c = state.config
+    val_seconds = measure_start(state) if state.fresh and c.model.pretrained_weights and state.dist.primary else None
+    state.planner = _planner(state, val_seconds)
+    state.progress.start(state.planner.bar_total())
     try:
-        while epoch < schedule.planned_epochs:
-            batches = sampler.epoch(epoch, dist.rank, dist.world)
-            generator = _aug_generator(config, epoch, dist.rank)
-            if aug_state is not None:
-                generator.set_state(aug_state)
-                aug_state = None
-            t0 = time.monotonic()
-            try:
-                loss, images = train_one_epoch(objective, optimizer, loader, batches, config, device, generator, progress,
-                                               position, schedule, planner, epoch)
-            except FloatingPointError as where:
-                good = f"{run.last} (after epoch {epoch})" if run.last.exists() else "none was written yet"
-                raise PbnError(
-                    f"the training loss became NaN or infinite at epoch {epoch + 1}, {where}; stopped. "
-                    f"The last good checkpoint is kept: {good}. Try a lower --lr"
-                ) from None
-            position.update(step=0, loss_sum=0.0, images=0)
-            seconds = time.monotonic() - t0
-            lr = optimizer.param_groups[0]["lr"]
-            epoch += 1
-            if dist.primary:
-                row = {"epoch": epoch, "train_loss": loss, **validate_now(),
-                       "lr": lr, "images_per_s": images * dist.world / seconds, "seconds": seconds}
-                history.append(row)
-                metric = row["val_triplet_accuracy"]
-                improved = math.isnan(metric) or metric > best
-                best = metric if improved and not math.isnan(metric) else best
-                checkpoint.save(run.last, snapshot(epoch, 0, None))
-                if improved:
-                    checkpoint.save(run.best, snapshot(epoch, 0, None))
-                frame = pd.DataFrame(history)
-                write_manifest(run.history, frame, Record("history", {"run": run.name}))
-                training_curves(frame, run.curves, f"{run.name}")
-                progress.message(epoch_line(row))
-            # every rank plans from the same figure, so all stop after the same epoch
-            planned = distributed.broadcast_object(dist, (time.monotonic() - t0, planner.elapsed()))
-            if planner.epoch_done(epoch, *planned):
-                progress.start(planner.bar_total())
-            distributed.barrier(dist)
-            if config.max_minutes and planned[1] / 60 > config.max_minutes and epoch < schedule.planned_epochs:
-                stopped = f"time budget of {config.max_minutes:g} minutes reached after epoch {epoch}"
-                break
-        if stopped == "finished" and config.max_minutes and schedule.planned_epochs < config.epochs:
-            stopped = f"{schedule.planned_epochs} epochs planned to fit the {config.max_minutes:g}-minute budget"
+        while state.epoch < state.schedule.planned_epochs:
+            loss, images, started = _run_epoch(state)
+            end_epoch(state, loss, images, time.monotonic() - started)
+            # every rank plans from rank 0's figures, so all stop after the same epoch
+            seconds, elapsed = distributed.broadcast_object(state.dist, (time.monotonic() - started,
+                                                                         state.planner.elapsed()))
+            if state.planner.epoch_done(state.epoch, seconds, elapsed):
+                state.progress.start(state.planner.bar_total())
+            distributed.barrier(state.dist)
+            if c.max_minutes and elapsed / 60 > c.max_minutes and state.epoch < state.schedule.planned_epochs:
+                return f"time budget of {c.max_minutes:g} minutes reached after epoch {state.epoch}"
     except KeyboardInterrupt:
-        if dist.primary and position["step"] > 0:
-            checkpoint.save(run.last, snapshot(epoch, position["step"], position.get("aug_rng"), position["loss_sum"], position["images"]))
-        raise PbnError(
-            f"interrupted; run {run.name} saved at epoch {epoch + 1}, step {position['step']}: "
-            f"continue with `pbn train --run {run.name} --resume`"
-        ) from None
-    return Summary(run.name, epoch, best, stopped, pd.DataFrame(history))
+        if state.dist.primary and state.cursor.step > 0:
+            save(state, state.run.last)
+        raise PbnError(f"interrupted; run {state.run.name} saved at epoch {state.epoch + 1}, step {state.cursor.step}: "
+                       f"continue with `pbn train --run {state.run.name} --resume`") from None
+    if c.max_minutes and state.schedule.planned_epochs < c.epochs:
+        return f"{state.schedule.planned_epochs} epochs planned to fit the {c.max_minutes:g}-minute budget"
+    return "finished"
+
+
+def measure_start(state: TrainState) -> float:
+    """A pretrained run's network before any training: validated, saved as `start` (and `best`); seconds taken."""
+    t0 = time.monotonic()
+    row = {"epoch": 0, "train_loss": float("nan"), **validate(state), "lr": 0.0, "images_per_s": float("nan")}
+    row["seconds"] = time.monotonic() - t0
+    state.history.append(row)
+    if not math.isnan(row["val_triplet_accuracy"]):
+        state.best = row["val_triplet_accuracy"]
+    save(state, state.run.start)
+    save(state, state.run.best)
+    state.progress.message(f"before training: val triplet acc {row['val_triplet_accuracy']:.3f}, val AUC "
+                           f"{row['val_pair_auc']:.3f} (the pretrained network; `--checkpoint start`)")
+    return row["seconds"]
+
+
+def _planner(state: TrainState, val_seconds: float | None) -> Planner:
+    c, data = state.config, state.data
+    val_views = len(state.val_rows) * views_per_painting(data.size, c.model.input_size, c.model.view)
+    return Planner(state.schedule, c.max_minutes, c.epochs, state.steps, val_seconds, val_views, c.images_per_step,
+                   share=lambda value: distributed.broadcast_object(state.dist, value))
+
+
+def _run_epoch(state: TrainState) -> tuple[float, int, float]:
+    """One epoch's training steps: (mean loss, images, when it started)."""
+    dist = state.dist
+    batches = state.sampler.epoch(state.epoch, dist.rank, dist.world)
+    generator = torch.Generator().manual_seed(((state.config.seed * 1_000_003 + state.epoch) * 101 + dist.rank) % 2**63)
+    if state.aug_state is not None:
+        generator.set_state(state.aug_state)
+        state.aug_state = None
+    started = time.monotonic()
+    try:
+        loss, images = train_one_epoch(state, batches, generator)
+    except FloatingPointError as where:
+        good = f"{state.run.last} (after epoch {state.epoch})" if state.run.last.exists() else "none was written yet"
+        raise PbnError(f"the training loss became NaN or infinite at epoch {state.epoch + 1}, {where}; stopped. The "
+                       f"last good checkpoint is kept: {good}. Try a lower --lr") from None
+    return loss, images, started
+
+
+def train_one_epoch(state: TrainState, batches: list, generator: torch.Generator) -> tuple[float, int]:
+    """Train on ``batches`` from the cursor's step; (mean loss, images). The cursor follows every step."""
+    c, cursor, progress = state.config, state.cursor, state.progress
+    set_train_mode(state.net, c)
+    total = torch.as_tensor(cursor.loss_sum, dtype=torch.float64, device=state.device)
+    shown = cursor.step
+    for step, (batch, x) in enumerate(state.loader(batches[cursor.step:]), start=cursor.step):
+        state.schedule.apply(state.optimizer, state.epoch * state.schedule.steps_per_epoch + step)
+        loss = state.objective(batch, x, generator)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        total += loss.detach()
+        cursor.step, cursor.images, cursor.aug_rng = step + 1, cursor.images + len(batch.images), generator.get_state()
+        if state.planner is not None and state.planner.step_done(state.epoch, step + 1):
+            progress.start(state.planner.bar_total())
+        if (step + 1) % c.log_every == 0 or step + 1 == len(batches) or cursor.stop:
+            cursor.loss_sum = total.item()  # the only host sync: every log_every steps
+            if not math.isfinite(cursor.loss_sum):
+                raise FloatingPointError(f"step {step + 1}")
+            progress.advance(step + 1 - shown)
+            progress.info(f"loss {cursor.loss_sum / (step + 1):.4f}")
+            shown = step + 1
+        if cursor.stop:
+            raise KeyboardInterrupt
+    mean = total.item() / max(len(batches), 1)
+    if not math.isfinite(mean):
+        raise FloatingPointError("the end of the epoch")
+    return mean, cursor.images
+
+
+def end_epoch(state: TrainState, loss: float, images: int, seconds: float) -> None:
+    """An epoch is done: on rank 0, validate, record it, checkpoint (`last`, and `best` when val improved)."""
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.epoch += 1
+    state.cursor.restart()
+    if not state.dist.primary:
+        return
+    row = {"epoch": state.epoch, "train_loss": loss, **validate(state), "lr": lr,
+           "images_per_s": images * state.dist.world / seconds, "seconds": seconds}
+    state.history.append(row)
+    metric = row["val_triplet_accuracy"]
+    improved = math.isnan(metric) or metric > state.best
+    state.best = metric if improved and not math.isnan(metric) else state.best
+    save(state, state.run.last)
+    if improved:
+        save(state, state.run.best)
+    frame = pd.DataFrame(state.history)
+    write_manifest(state.run.history, frame, Record("history", {"run": state.run.name}))
+    training_curves(frame, state.run.curves, state.run.name)
+    state.progress.message(epoch_line(row))
+
+
+def validate(state: TrainState) -> dict:
+    """Triplet accuracy and pair AUC on the val paintings (docs/metrics.md), seeded."""
+    rows, c = state.val_rows, state.config
+    if len(rows) < 3 or len(np.unique(rows.labels)) < 2:
+        return {"val_triplet_accuracy": float("nan"), "val_pair_auc": float("nan")}
+    if state.val_features is not None:
+        emb = embed_cached(state.network, state.val_features, state.device)
+    else:
+        emb = embed_paintings(state.network, state.data, rows, state.device, copy=state.val_copy)
+    triplets = metrics.sample_triplets(rows.labels, c.val_triplets, c.seed)
+    auc, _, _ = metrics.pair_auc(emb, rows.labels, c.seed)
+    return {"val_triplet_accuracy": metrics.triplet_accuracy(emb, triplets), "val_pair_auc": auc}
+
+
+def save(state: TrainState, path) -> None:
+    """A checkpoint of the run as it stands (mid-epoch: with the cursor and the generator's state)."""
+    cursor = state.cursor
+    checkpoint.save(path, {
+        "config": state.config.to_dict(), "model": state.network.state_dict(), "optimizer": state.optimizer.state_dict(),
+        "artist_loss": state.net.artist_loss.state_dict() if state.net.artist_loss is not None else {},
+        "planned_epochs": state.schedule.planned_epochs, "epoch": state.epoch, "step": cursor.step, "best": state.best,
+        "history": state.history, "aug_rng": cursor.aug_rng, "loss_sum": cursor.loss_sum, "images": cursor.images,
+        "run": state.run.name, "cache_size": state.data.size,
+    })

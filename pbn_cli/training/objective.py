@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pbn_cli.model.embedder import Embedder
+from pbn_cli.model.embedder import Embedder, autocast
 from pbn_cli.model.losses import ArtistLoss, ContrastiveLoss, TripletLoss
 from pbn_cli.model.mining import mined_pair_loss, mined_triplet_loss
 from pbn_cli.model.recipe import TrainConfig
@@ -48,12 +48,12 @@ def batch_loss(config: TrainConfig, loss_fn, emb: torch.Tensor, batch, device) -
 class TrainingNet(nn.Module):
     """Embedder and (when the recipe has one) artist classifier: images or features -> (embeddings, artist loss)."""
 
-    def __init__(self, model: Embedder, artist_loss: ArtistLoss | None, frozen: bool):
+    def __init__(self, model: Embedder, artist_loss: ArtistLoss | None, on_features: bool):
         super().__init__()
-        self.model, self.artist_loss, self.frozen = model, artist_loss, frozen
+        self.model, self.artist_loss, self.on_features = model, artist_loss, on_features
 
     def forward(self, x: torch.Tensor, classes: torch.Tensor | None = None):
-        if self.frozen:
+        if self.on_features:
             z = self.model.head(x.float()).float()
         else:
             z = self.model.unnormalized(x)
@@ -67,8 +67,7 @@ def bn_eval(config: TrainConfig) -> bool:
     """Whether the backbone's BatchNorm statistics stay as trained: as asked, else when pretrained and batches are small."""
     if config.bn_eval is not None:
         return config.bn_eval
-    pretrained = config.model.pretrained or bool(config.model.weights)
-    return pretrained and config.batch_size < 64
+    return config.model.pretrained_weights and config.batch_size < 64
 
 
 def set_train_mode(net: TrainingNet, config: TrainConfig) -> None:
@@ -96,7 +95,8 @@ class Objective:
         if c.freeze_backbone:  # (B, V, F) features: one of each painting's views, drawn from the generator
             pick = torch.randint(x.shape[1], (x.shape[0],), generator=generator).to(x.device)
             return x[torch.arange(x.shape[0], device=x.device), pick]
-        return random_views(x, c.model.input_size, c.view, generator, c.hflip, c.vflip, c.rotation, c.translate, c.zoom)
+        return random_views(x, c.model.input_size, c.model.view, generator, c.hflip, c.vflip, c.rotation, c.translate,
+                            c.zoom)
 
     def __call__(self, batch, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         c = self.config
@@ -104,7 +104,7 @@ class Objective:
         if uses_artist_loss(c):
             classes = torch.from_numpy(np.searchsorted(self.classes, batch.labels)).to(self.device)
         inputs = self.inputs(x, generator)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device):
             emb, artist = self.net(inputs, classes)
         if c.mode == "proxy":
             return artist

@@ -105,6 +105,3 @@ class Planner:
 
     def bar_total(self) -> int:
         return self.schedule.total_steps - self.first_step
-
-    def steps_left(self, epoch: int, step: int) -> int:
-        return self.bar_total()

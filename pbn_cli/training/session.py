@@ -1,36 +1,55 @@
-"""A training command's session: which run it writes, what --resume may change, how Ctrl-C stops it."""
+"""A training command's session: which run it writes, how Ctrl-C stops it, where the epoch stands."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
+from dataclasses import dataclass
+
+import torch
 
 from pbn_cli.core import locking
 from pbn_cli.core.errors import InputError
 from pbn_cli.core.progress import Progress
 from pbn_cli.core.runs import Run, find_run, new_name, run_for
 from pbn_cli.core.workspace import Workspace
-from pbn_cli.model.recipe import RESUMABLE, TrainConfig
+from pbn_cli.model.recipe import TrainConfig
+
+
+@dataclass
+class Cursor:
+    """Where the epoch in progress stands: the step reached, the loss summed so far, the augmentation generator's
+    state; the Ctrl-C handler sets ``stop``. A checkpoint taken mid-epoch records it, so the epoch can be finished
+    later with exactly the same result."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    images: int = 0
+    aug_rng: torch.Tensor | None = None
+    stop: bool = False
+
+    def restart(self) -> None:
+        self.step, self.loss_sum, self.images, self.aug_rng = 0, 0.0, 0, None
 
 
 @contextlib.contextmanager
 def stop_on_ctrl_c(progress: Progress):
     """The first Ctrl-C asks the loop to stop after the current step (and save); a second aborts."""
-    position: dict = {}
+    cursor = Cursor()
     if threading.current_thread() is not threading.main_thread():
-        yield position
+        yield cursor
         return
 
     def ask(signum, frame):
-        if position.get("stop"):
+        if cursor.stop:
             raise KeyboardInterrupt
-        position["stop"] = True
+        cursor.stop = True
         progress.message("stopping after this step and saving (Ctrl-C again to abort)")
 
     previous = signal.signal(signal.SIGINT, ask)
     try:
-        yield position
+        yield cursor
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -47,20 +66,6 @@ def pick_run(ws: Workspace, config: TrainConfig, name: str | None, resume: bool)
     if run.folder.exists() and any(run.folder.iterdir()):
         raise InputError(f"run {run.name} already exists; continue it with `pbn train --run {run.name} --resume` or pick another --run")
     return run
-
-
-def check_unchanged(name: str, stored: TrainConfig, changes: dict) -> None:
-    """Refuse --resume with options that would change the run's recipe."""
-    for key, value in changes.items():
-        if value is None or key in RESUMABLE:
-            continue
-        before = stored.get(key)
-        if before != value:
-            option = "--" + key.replace("_", "-")
-            raise InputError(
-                f"run {name} was trained with {option} {before}; --resume continues it with its own recipe: "
-                f"drop {option} {value}, or train a new run"
-            )
 
 
 def epoch_line(row: dict) -> str:

@@ -22,17 +22,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.core.progress import Progress
-from pbn_cli.core.runs import run_for, summarize, trained_runs
+from pbn_cli.core.runs import run_for, trained_runs
+from pbn_cli.evaluation.summary import summarize
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation.plots import distance_histograms
 from pbn_cli.inference.compare import Verdict, verdict
-from pbn_cli.inference.search import SearchResult, nearest, workspace_embeddings
+from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest
 from pbn_cli.model import metrics
 from pbn_cli.model.trained import TrainedModel
 
@@ -121,11 +121,11 @@ class Service:
             raise InputError("this page serves an exported model without a workspace: search and runs need `pbn serve -w WS`")
         return self.ws
 
-    def paintings(self) -> pd.DataFrame:
-        """The workspace's paintings with this model's embeddings (the search cache, computed once)."""
+    def paintings(self) -> Gallery:
+        """The workspace's paintings with this model's embeddings (from its embedding store, as `pbn search` reads them)."""
         ws = self._workspace()
         return self._once(self._derived, "paintings",
-                          lambda: workspace_embeddings(ws, self.model, self.device, _Stoppable(self._closing)))
+                          lambda: gallery(ws, self.model, self.device, progress=_Stoppable(self._closing)))
 
     def warm(self) -> None:
         """Compute what the first search needs, in the background (a failure is reported by that search)."""
@@ -156,13 +156,13 @@ class Service:
     def val_distances(self) -> tuple[np.ndarray, np.ndarray]:
         """Distances and same-artist flags of the val split's pairs (a seeded sample of paintings when many)."""
         def compute():
-            frame = self.paintings()
-            val = frame[frame["split"] == "val"]
+            g = self.paintings()
+            val = np.flatnonzero((g.table["split"] == "val").to_numpy())
             if len(val) > HISTOGRAM_PAINTINGS:
-                val = val.iloc[np.sort(np.random.default_rng(0).choice(len(val), HISTOGRAM_PAINTINGS, replace=False))]
-            emb = np.stack(val["embedding"].to_numpy()).astype(np.float64) if len(val) else np.zeros((0, 1))
+                val = np.sort(np.random.default_rng(0).choice(val, HISTOGRAM_PAINTINGS, replace=False))
+            emb = g.emb[val].astype(np.float64)
             i, j = np.triu_indices(len(val), 1)
-            artists = val["artist"].to_numpy()
+            artists = g.table["artist"].to_numpy()[val]
             # one matrix of distances (2000 paintings: 32 MB), never a copy of the embeddings per pair
             return metrics.distances(emb, emb)[i, j], artists[i] == artists[j]
         return self._once(self._derived, "val", compute)

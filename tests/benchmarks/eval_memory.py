@@ -27,7 +27,7 @@ def peak_kb():  # VmHWM: an exec resets it, unlike ru_maxrss
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 import sys, time, json
 import numpy as np, pandas as pd
-from pbn_cli.evaluation.figures import compute_metrics
+from pbn_cli.evaluation.scores import compute_metrics
 t = time.perf_counter()
 frame = pd.read_parquet(sys.argv[1])
 emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32)

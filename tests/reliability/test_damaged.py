@@ -70,7 +70,7 @@ def test_status_names_damaged_manifests_and_cache(ws):
     _truncate(ws / "cache/images_64.npy")
     result = invoke("status", "-w", ws, "--json")
     assert result.exit_code == 0, result.output
-    state = {r["stage"]: r for r in json.loads(result.output)}
+    state = {r["stage"]: r for r in json.loads(result.stdout)}
     assert state["ingest"]["state"] == "up to date"
     assert state["clean"]["state"] == "damaged" and "pbn clean --force" in state["clean"]["why"]
     assert state["split"]["state"] == "stale" and "clean is damaged" in state["split"]["why"]
@@ -89,11 +89,14 @@ def test_damaged_figures_do_not_hide_the_runs(ws):
 
 def test_damaged_caches_of_embeddings_are_computed_again(ws, tmp_path):
     a, _ = _images(ws)
-    assert invoke("search", a, "--device", "cpu", "-w", ws).exit_code == 0
-    _garbage(ws / "runs/r/search/best.parquet")
+    first = invoke("search", a, "--device", "cpu", "-w", ws, "--json")
+    assert first.exit_code == 0
+    (chunk,) = [p for p in (ws / "embeddings").glob("*/part-*.parquet") if not p.parent.name.startswith("copy-")][:1]
+    _garbage(chunk)
     again = invoke("search", a, "--device", "cpu", "-w", ws, "--json")
     assert again.exit_code == 0, again.output
-    pq.read_table(ws / "runs/r/search/best.parquet")  # rewritten whole
+    assert json.loads(again.stdout) == json.loads(first.stdout)  # the damaged chunk's paintings embedded again
+    assert not chunk.exists() or pq.read_table(chunk).num_rows
 
     pairs = tmp_path / "pairs.csv"
     paths = pd.read_parquet(ws / "runs/r/eval/test/embeddings.parquet")["image_id"]

@@ -24,6 +24,8 @@ from helpers import (
     wait_for,
 )
 
+from pbn_cli.model.store import read_chunk
+
 SEED = 7
 
 
@@ -55,7 +57,7 @@ def test_ingest_killed_then_rerun_equals_undisturbed(tmp_path, quirky_set):
         every_parquet_readable(ws)
         status = invoke("status", "-w", ws, "--json")
         assert status.exit_code == 0, status.output
-        ingest = json.loads(status.output)[0]
+        ingest = json.loads(status.stdout)[0]
         assert ingest["state"] in ("not run", "up to date")
         if ingest["state"] == "up to date":  # finished before the kill: then it is whole
             assert pd.read_parquet(ws / "manifests/ingest.parquet").equals(want)
@@ -148,3 +150,40 @@ def test_predict_killed_leaves_no_partial_submission(tmp_path, pairs_job):
         out.unlink()
     print("predict kills that landed mid-run:", kills)
     assert kills[0] and any(kills[1:]), "a kill came too late to test anything"
+
+
+def _store(ws) -> dict:
+    """The run's embedding store, chunk by chunk: {chunk file: (ids, digests, embeddings)}."""
+    (folder,) = [p for p in (ws / "embeddings").iterdir() if p.is_dir()]
+    out = {}
+    for part in sorted(folder.glob("part-*.parquet")):
+        out[part.name] = read_chunk(part)
+    return out
+
+
+def test_embedding_pass_killed_resumes_to_exactly_the_undisturbed_store(tmp_path, evaluated_run):
+    """SIGKILL `pbn embed` at seeded moments (and right after its first chunk): every file is whole, and running it
+    again embeds only what is missing and ends with the very store an undisturbed pass writes."""
+    args = ["embed", "--chunk", "4", "--device", "cpu"]
+    calm = tmp_path / "calm"
+    shutil.copytree(evaluated_run, calm)
+    shutil.rmtree(calm / "embeddings")
+    span = _worktime(calm, [*args, "-w", calm])
+    want = _store(calm)
+    assert sum(len(ids) for ids, _, _ in want.values()) == 96 and len(want) == 24
+    landed = []
+    for k, (delay, first_chunk) in enumerate([(0.0, True), *[(d, False) for d in _delays(2, span)]]):
+        ws = tmp_path / f"killed{k}"
+        shutil.copytree(evaluated_run, ws)
+        shutil.rmtree(ws / "embeddings")
+        started = (lambda: any((ws / "embeddings").glob("*/part-*.parquet"))) if first_chunk else None
+        landed.append(run_killed(ws, [*args, "-w", ws], delay, started))
+        every_parquet_readable(ws)
+        result = invoke(*args, "-w", ws)
+        assert result.exit_code == 0, result.output
+        got = _store(ws)
+        assert list(got) == list(want)
+        for name, (ids, digests, emb) in want.items():
+            assert got[name][0] == ids and got[name][1] == digests and np.array_equal(got[name][2], emb), name
+    print("embedding kills that landed mid-run:", landed)
+    assert any(landed), "every kill came too late to test anything"

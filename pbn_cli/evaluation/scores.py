@@ -7,6 +7,17 @@ import numpy as np
 from pbn_cli.evaluation import bootstrap
 from pbn_cli.model import calibration, metrics
 
+#: the figures of docs/metrics.md: name in metrics.json, what a person calls it, what it means
+FIGURES = (
+    ("triplet_accuracy", "triplet accuracy", "share of seeded triplets with d(anchor, positive) < d(anchor, negative)"),
+    ("pair_auc", "pair AUC", "ROC AUC of −distance over every pair within groups (Kaggle's protocol)"),
+    ("precision_at_1", "precision@1", "share of paintings whose nearest other painting has the same artist"),
+    ("map_at_r", "MAP@R", "mean average precision over each painting's R same-artist neighbours"),
+    ("verification_accuracy", "verification accuracy", "balanced accuracy of the verdict 'same artist' at the calibrated threshold"),
+    ("eer", "equal error rate", "where false accepts and false rejects are equally frequent (lower is better)"),
+    ("reference_batch4_accuracy", "reference batch-of-4 accuracy", "inflated, for comparison only: mean distances of 4 triplets compared"),
+)
+
 
 def compute_metrics(
     emb: np.ndarray,

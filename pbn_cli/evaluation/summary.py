@@ -1,0 +1,38 @@
+"""What `pbn runs` (and the page's Runs view) shows of a run: its recipe, progress and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pbn_cli.core.runs import Run
+
+
+def summarize(run: Run) -> dict:
+    """What `pbn runs` shows of one run: its recipe, progress and figures."""
+    damaged = []
+
+    def load(path: Path, read, empty):
+        try:
+            return read(path) if path.exists() else empty
+        except Exception:  # one damaged file must not hide the other runs
+            damaged.append(path.name)
+            return empty
+
+    config = load(run.config, lambda p: json.loads(p.read_text()), {})
+    history = load(run.history, pd.read_parquet, pd.DataFrame())
+    figures = load(run.eval_folder("test") / "metrics.json", lambda p: json.loads(p.read_text()), {})
+    best = history["val_triplet_accuracy"].max() if "val_triplet_accuracy" in history else None
+    return {
+        "run": run.name,
+        "mode": config.get("mode"),
+        "backbone": config.get("model", {}).get("backbone"),
+        "preset": config.get("preset"),
+        "epochs": int(history["epoch"].max()) if "epoch" in history and len(history) else 0,
+        "best_val_triplet_accuracy": None if best is None or best != best else float(best),
+        "test_triplet_accuracy": figures.get("triplet_accuracy"),
+        "test_pair_auc": figures.get("pair_auc"),
+        "damaged": damaged,
+    }

@@ -1,0 +1,67 @@
+"""A whole collection at once: fill a model's embedding store (on one process or many), and say what each store holds.
+
+``embed`` is what `pbn embed` runs, also under torchrun: every rank embeds its
+share of the missing paintings' chunks and rank 0 writes them
+(model/store.py). ``stores`` describes every store of a workspace for
+`pbn index status`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pbn_cli.core import distributed
+from pbn_cli.core.device import select_device
+from pbn_cli.core.progress import SILENT, Progress
+from pbn_cli.core.runs import find_run
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.cache import CacheData
+from pbn_cli.inference import index
+from pbn_cli.model import trained
+from pbn_cli.model.store import CHUNK, Store
+
+
+@dataclass
+class Embedded:
+    run: str
+    embedded: int  # paintings embedded by this pass
+    paintings: int  # paintings of the workspace, all stored now
+    seconds: float
+    store: Path
+    world: int  # processes that shared the work
+
+
+def embed(ws: Workspace, *, run_name: str | None = None, which: str = "best", device_name: str = "auto",
+          half: bool = False, chunk: int = CHUNK, progress: Progress = SILENT) -> Embedded:
+    """Embed every painting of the workspace that the run's store lacks (under torchrun: spread over the ranks)."""
+    dist, device = distributed.setup(select_device(device_name))
+    try:
+        t0 = time.monotonic()
+        model = trained.from_checkpoint(ws, find_run(ws, run_name), which)
+        data = CacheData(ws)
+        rows = data.split("all")
+        done = model.fill(ws, data, rows, device, half=half, progress=progress, dist=dist, chunk=chunk)
+        store = model.store(ws, half)
+        if dist.primary:
+            store.prune(rows)
+        return Embedded(model.name, done, len(rows), time.monotonic() - t0, store.folder, dist.world)
+    finally:
+        distributed.teardown(dist)
+
+
+def stores(ws: Workspace) -> list[dict]:
+    """Every embedding store of the workspace: what it comes from, how much of the workspace it holds, its index."""
+    folders = sorted(p for p in ws.embeddings.iterdir() if p.is_dir()) if ws.embeddings.is_dir() else []
+    rows = CacheData(ws).split("all") if folders else None
+    out = []
+    for folder in folders:
+        store = Store(folder, folder.name.endswith("-f16"))
+        keys = store.keys()
+        alive = int((~store.missing(rows)).sum()) if rows is not None else 0
+        size = sum(p.stat().st_size for p in store.chunks())
+        out.append({"store": folder.name, **store.description(), "stored": int(len(keys)), "workspace": len(rows),
+                    "of_the_workspace": alive, "chunks": len(store.chunks()), "megabytes": round(size / 2**20, 1),
+                    "index": index.status(store)})
+    return out
