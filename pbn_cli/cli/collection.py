@@ -40,7 +40,7 @@ def embed(
     pass resumes where it stopped. Several GPUs or nodes share the work
     under torchrun (rank 0 writes).
 
-    Example: torchrun --nproc_per_node=4 -m pbn_cli embed --gpu -w workspace
+    Example: pbn embed -w workspace (several GPUs: torchrun --nproc_per_node=4 -m pbn_cli embed --gpu)
     """
     from pbn_cli.cli import console
     from pbn_cli.inference.collection import embed as run_embed
