@@ -1,4 +1,4 @@
-"""Commands that answer: compare, search, predict, export."""
+"""Commands that answer: compare, search, attribute, predict, export."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from pbn_cli.cli.app import (
 )
 from pbn_cli.cli.app import workspace as workspace_
 
+EvidenceOpt = Annotated[Optional[Path], typer.Option(help="Save a picture of the evidence (PNG): which regions of one "
+                                                     "painting resemble which regions of the other.")]
+
 
 @command
 def compare(
@@ -34,15 +37,17 @@ def compare(
     checkpoint: CheckpointOpt = "best",
     as_json: JsonOpt = False,
     sheet: SheetOpt = None,
+    evidence: EvidenceOpt = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Were these two paintings made by the same artist? Distance, probability, verdict.
 
     Uses the run's calibration (fitted by `pbn eval`): the distance threshold
-    and the probability of the same artist at even odds.
+    and the probability of the same artist at even odds. --evidence draws
+    which regions of one resemble which regions of the other.
 
-    Example: pbn compare a.jpg b.png --json
+    Example: pbn compare a.jpg b.png --evidence evidence.png
     """
     from pbn_cli.core.device import select_device
     from pbn_cli.inference.compare import compare as run_compare
@@ -50,9 +55,17 @@ def compare(
     from pbn_cli.model import trained as models
 
     trained = models.from_file(model) if model else models.from_run(workspace_(workspace), run, checkpoint)
-    verdict = run_compare(trained, a, b, select_device(device))
+    dev = select_device(device)
+    verdict = run_compare(trained, a, b, dev)
     if sheet:
         verdict_sheet(trained, a, b, verdict, sheet)
+    if evidence:
+        from pbn_cli.inference.evidence import evidence as matched
+        from pbn_cli.inference.evidence import evidence_sheet, tiles
+
+        word = "same artist" if verdict.same_artist else "different artists"
+        evidence_sheet(matched(tiles(trained, a, dev), tiles(trained, b, dev)), evidence,
+                       f"{a.name} and {b.name}: {word}, p(same) = {verdict.same_artist_probability:.2f}")
     if as_json:
         print(json.dumps(verdict.to_dict()))
         return
@@ -125,6 +138,77 @@ def search(
         table.add_row(str(r.image_id), r.artist, r.split, f"{r.distance:.3f}", f"{r.same_artist_probability:.2f}")
     console.out.print(table)
     console.out.print("vote: " + ", ".join(f"{artist} {n}" for artist, n in result.vote))
+
+
+@command
+def attribute(
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Paintings to attribute (any format).",
+                                                 show_default=False)],
+    among: Annotated[str, typer.Option(help="Known hands: the artists of all the workspace's paintings, or of one "
+                                       "split (train, val, calib, test).")] = "all",
+    k: Annotated[int, typer.Option("-k", help="How many hands to show for each painting.")] = 5,
+    run: RunOpt = None,
+    model: Annotated[Optional[Path], typer.Option(help="An exported model file instead of a workspace run (the "
+                                                  "workspace still holds the known hands).")] = None,
+    checkpoint: CheckpointOpt = "best",
+    as_json: JsonOpt = False,
+    sheet: SheetOpt = None,
+    evidence: EvidenceOpt = None,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Who painted it? The most likely known hands, each with a probability and its closest paintings, or "unknown hand".
+
+    Ranks every artist of the workspace by how close the painting sits to
+    that artist's paintings (the attribution model `pbn eval` fitted on
+    artists never trained on; docs/metrics.md), and answers "unknown hand"
+    when no hand is at least even odds. --evidence draws which regions of the
+    (first) painting resemble the top hand's closest painting.
+
+    Example: pbn attribute unknown.jpg --sheet hands.png --evidence where.png
+    """
+    from rich.table import Table
+
+    from pbn_cli.cli import console
+    from pbn_cli.core.device import select_device
+    from pbn_cli.inference.attribute import attribute as run_attribute
+    from pbn_cli.inference.attribute import attribute_sheet
+    from pbn_cli.model import trained as models
+
+    ws = workspace_(workspace)
+    trained = models.from_file(model) if model else models.from_run(ws, run, checkpoint)
+    dev = select_device(device)
+    with console.progress("attribute", unit="paintings") as bar:
+        results = run_attribute(ws, trained, images, among=among, k=k, device=dev, progress=bar)
+    if sheet:
+        attribute_sheet(ws, trained, images, results, sheet)
+    if evidence:
+        _attribution_evidence(ws, trained, images[0], results[0], evidence, dev)
+    if as_json:
+        print(json.dumps({"run": trained.name, "among": among, "paintings": [r.to_dict() for r in results]}))
+        return
+    table = Table("painting", "answer", *[f"hand {n + 1}" for n in range(min(k, 3))],
+                  title=f"who painted it (run {trained.name}; known hands: {among})")
+    for r in results:
+        answer = "[red]unknown hand[/]" if r.unknown else f"[green]{r.hands[0].artist}[/]"
+        table.add_row(r.query, answer, *[f"{h.artist} ({h.probability:.2f})" for h in r.hands[:3]])
+    console.out.print(table)
+    console.out.print("(probability that the painting is by that hand; `unknown hand` when none reaches 0.50)")
+
+
+def _attribution_evidence(ws, trained, image: Path, result, path: Path, device) -> None:
+    """The evidence picture of the query against its top hand's closest painting, read from its original file."""
+    from pbn_cli.core.manifest import read_manifest
+    from pbn_cli.data.paths import image_root
+    from pbn_cli.inference.evidence import evidence as matched
+    from pbn_cli.inference.evidence import evidence_sheet, tiles
+
+    hand = result.hands[0]
+    split, record = read_manifest(ws.manifest("split"))
+    other = Path(image_root(record)) / split.set_index("image_id").loc[hand.closest["image_id"].iloc[0], "path"]
+    answer = "unknown hand (closest hand shown)" if result.unknown else f"{hand.artist}, p = {hand.probability:.2f}"
+    evidence_sheet(matched(tiles(trained, image, device), tiles(trained, other, device, f"{hand.artist}: {other.name}")),
+                   path, f"{image.name}: {answer}")
 
 
 @command

@@ -112,11 +112,14 @@ def split(
         Optional[float],
         typer.Option(help="Instead: hold out this fraction of training artists whole as val."),
     ] = None,
+    calib_artists: Annotated[float, typer.Option(help="Fraction of the other artists held out whole as calib (at "
+                                                 "least 3): never trained on, they fit the verdict's probabilities and "
+                                                 "the unknown-hand threshold; 0: fit on val.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the artist and painting hashes.")] = 0,
     workspace: WorkspaceOpt = DEFAULT_WS,
     force: ForceOpt = False,
 ) -> None:
-    """Split by artist: test artists never appear in train or val.
+    """Split by artist: test and calib artists never appear in train or val.
 
     An artist's split is fixed by a seeded hash of its name, so adding artists
     never moves existing ones. --val-artists gives an artist-disjoint val,
@@ -131,8 +134,8 @@ def split(
 
     ws = workspace_(workspace)
     with ws.data_lock():
-        result = run(ws, test_artists=test_artists, val_fraction=val_fraction, val_artists=val_artists, seed=seed,
-                     force=force)
+        result = run(ws, test_artists=test_artists, val_fraction=val_fraction, val_artists=val_artists,
+                     calib_artists=calib_artists, seed=seed, force=force)
     if result.skipped:
         console.out.print(f"split: up to date, nothing to do ({result.kept} rows; --force to redo)")
     table = Table("split", "artists", "paintings", title="split")

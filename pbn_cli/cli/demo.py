@@ -71,7 +71,7 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
         raise InputError("the demo needs --artists >= 6, --paintings >= 3 and --epochs >= 1")
     start = time.monotonic()
     data, ws = folder / "data", folder / "workspace"
-    steps = _Steps(9)
+    steps = _Steps(10)
     w = ("-w", ws)
     steps.heading(f"synth: {artists * paintings} paintings by {artists} synthetic artists in Kaggle's layout")
     if (data / "train_info.csv").exists():
@@ -101,11 +101,16 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
 
     a, same, other = _pick_paintings(ws)
     steps.heading(f"compare: two paintings by one unseen artist ({a.name}, {same.name}), then another artist's")
-    steps.run("compare", a, same, "--run", "demo", "--sheet", folder / "compare-same.png", "--device", device, *w)
+    steps.run("compare", a, same, "--run", "demo", "--sheet", folder / "compare-same.png", "--evidence",
+              folder / "compare-evidence.png", "--device", device, *w)
     steps.run("compare", a, other, "--run", "demo", "--sheet", folder / "compare-different.png", "--device", device, *w)
     steps.heading(f"search: the nearest paintings to {a.name} among the unseen artists'")
     steps.run("search", a, "-k", 8, "--split", "test", "--run", "demo", "--sheet", folder / "search.png",
               "--device", device, *w)
+    steps.heading(f"attribute: who painted {a.name}? Every artist of the workspace is a known hand (its own painting "
+                  "left out)")
+    steps.run("attribute", a, "--run", "demo", "--sheet", folder / "attribute.png", "--evidence",
+              folder / "attribute-evidence.png", "--device", device, *w)
 
     steps.heading("done")
     report = run.eval_folder("test") / "report.md"
@@ -113,7 +118,8 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
     console.out.print(
         f"demo finished in {minutes} min {seconds:02d} s.\n"
         f"  report:   {report} (metrics, ROC, distances, the model's mistakes, a map of the test paintings)\n"
-        f"  pictures: {folder / 'compare-same.png'}, {folder / 'compare-different.png'}, {folder / 'search.png'}\n"
+        f"  pictures: {folder / 'compare-same.png'}, {folder / 'compare-evidence.png'}, {folder / 'compare-different.png'}, "
+        f"{folder / 'search.png'}, {folder / 'attribute.png'}, {folder / 'attribute-evidence.png'}\n"
         f"  next:     pbn status -w {ws};  pbn runs -w {ws};  pbn compare A B -w {ws}",
         highlight=False,
     )
@@ -131,8 +137,9 @@ def demo(
     """The whole pipeline on synthetic paintings, in about 2 minutes on a laptop CPU.
 
     synth -> ingest -> clean -> split -> resize -> train (quick preset) ->
-    eval beside the colour baseline -> compare -> search, printing each
-    command as it runs. Run it again to skip what is done.
+    eval beside the colour baseline -> compare (with its evidence) -> search
+    -> attribute, printing each command as it runs. Run it again to skip
+    what is done.
 
     Example: pbn demo pbn-demo
     """

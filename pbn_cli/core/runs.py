@@ -60,6 +60,10 @@ class Run:
         """Verdict calibration per checkpoint, keyed by the weights' fingerprint (written by eval)."""
         return self.folder / "calibration.json"
 
+    def attribution(self, which: str) -> Path:
+        """The attribution model (whitening, background, probability map) eval fitted for a checkpoint."""
+        return self.folder / "attribution" / f"{which}.npz"
+
     @property
     def calibration_lock(self) -> Path:
         return self.folder / "calibration.lock"

@@ -23,8 +23,11 @@ from pbn_cli.core.runs import Run, find_run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation import report
-from pbn_cli.evaluation.scores import compute_metrics
+from pbn_cli.evaluation.attribution import attribution_figures
+from pbn_cli.evaluation.scores import calibration_figures, compute_metrics
 from pbn_cli.model import calibration, metrics, trained
+from pbn_cli.model.attribution import BACKGROUND_MAX, Attributor, calibrate, save_attributor
+from pbn_cli.model.attribution import fit as fit_attribution
 
 
 @dataclass
@@ -50,13 +53,16 @@ def _enough_pairs(rows, minimum: int = 20) -> bool:
     return int((counts * (counts - 1) // 2).sum()) >= minimum and (counts > 0).sum() >= 2
 
 
-def save_calibration(run: Run, which: str, calib: dict) -> None:
-    """Record the verdict calibration of one checkpoint in the run's calibration.json.
+def save_calibration(run: Run, which: str, calib: dict, att: Attributor | None = None) -> None:
+    """Record the verdict calibration of one checkpoint in the run's calibration.json (and its attribution model).
 
     Several evals of one run may finish at once (other splits, the other
     checkpoint): each waits for the file's lock, so none drops another's entry.
     """
     with locking.hold(run.calibration_lock, f"calibration of run {run.name}", wait=True):
+        if att is not None:
+            save_attributor(run.attribution(which), att)
+            calib["attribution"] = str(run.attribution(which).relative_to(run.folder))
         try:
             current = read_json(run.calibration, "") or {}
         except PbnError:
@@ -97,8 +103,9 @@ def evaluate_baseline(
             return np.concatenate(out)
 
         emb = embed(rows)
-        threshold = calibration.fit(embed(fit_rows), fit_rows.artists, seed).get("threshold")
-        figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, threshold)
+        calib = calibration.fit(embed(fit_rows), fit_rows.artists, seed)
+        figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"))
+        figures.update(calibration_figures(emb, rows.artists, calib, seed)[0])
         figures.update(baseline=name, split=split, calibration_fitted_on=fit_split)
         _write_outputs(folder, rows, emb, figures, {"baseline": name, "split": split})
     return Evaluation(name, split, folder, figures)
@@ -113,9 +120,44 @@ def _rows_to_evaluate(data: CacheData, split: str):
     return rows
 
 
+CALIBRATION_NOTES = {
+    "val": "no calib split with enough pairs (`pbn split --calib-artists`): fitted on the training artists' val "
+           "paintings, which makes p(same) overconfident on new artists",
+    "train": "no calib or val split with enough pairs: fitted on the training pairs, which flatters the threshold "
+             "and makes p(same) overconfident on new artists",
+}
+
+
+def _background_rows(data: CacheData):
+    """The training paintings the attribution's whitening and background come from (evenly spread, at most
+    BACKGROUND_MAX)."""
+    rows = data.split("train")
+    pick = np.unique(np.linspace(0, len(rows) - 1, min(BACKGROUND_MAX, len(rows))).round().astype(int))
+    return rows[pick] if len(rows) else rows
+
+
+def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: bool, progress: Progress) -> dict:
+    """Each part's embeddings, from one pass over the model's store for all of them."""
+    ids = np.unique(np.concatenate([part.image_ids.astype(str) for part in parts.values()]))
+    union = data.select(data.table[data.table["image_id"].astype(str).isin(ids)])
+    emb = model.embeddings(ws, data, union, device, half=half, progress=progress)
+    at = {image_id: i for i, image_id in enumerate(union.image_ids.astype(str))}
+    return {name: emb[[at[i] for i in part.image_ids.astype(str)]] for name, part in parts.items()}
+
+
+def _attributor(embedded: dict, parts: dict, fit_split: str) -> Attributor:
+    """The attribution score's whitening and background (training paintings), and its probability map fitted on
+    leave-one-out episodes among the artists of ``fit_split`` (calib: never trained on)."""
+    att = fit_attribution(embedded["background"], parts["background"].artists)
+    att.platt = calibrate(att, embedded["fit"], parts["fit"].artists) if fit_split != "train" else None
+    att.fitted_on = {"whitening": f"{len(parts['background'])} training paintings",
+                     "probability": f"{fit_split} ({len(np.unique(parts['fit'].artists))} artists)" if att.platt else "none"}
+    return att
+
+
 def _calibration_split(data: CacheData) -> str:
-    """val, unless it has too few same-artist pairs to fit a threshold: then train."""
-    return "val" if _enough_pairs(data.split("val")) else "train"
+    """calib (artists never trained on); val when calib is missing or too small to fit; else train."""
+    return next((name for name in ("calib", "val") if _enough_pairs(data.split(name))), "train")
 
 
 def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: dict) -> None:
@@ -160,20 +202,23 @@ def evaluate(
     folder = run.eval_folder(split, which)
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
         fit_split = _calibration_split(data)
-        fit_rows = data.split(fit_split)
-        both = rows if fit_split == split else data.select(data.table[data.table["split"].isin([split, fit_split])])
-        emb_both = model.embeddings(ws, data, both, device, half=half, progress=progress)
-        emb, fit_emb = (emb_both[np.isin(both.image_ids, part.image_ids)] for part in (rows, fit_rows))
-        calib = calibration.fit(fit_emb, fit_rows.artists, seed)
+        parts = {"eval": rows, "fit": data.split(fit_split), "background": _background_rows(data)}
+        embedded = _embed(model, ws, data, parts, device, half, progress)
+        emb = embedded["eval"]
+        calib = calibration.fit(embedded["fit"], parts["fit"].artists, seed)
         calib.update(checkpoint=which, epoch=model.epoch, weights=model.fingerprint(), fitted_on=fit_split)
-        if fit_split != "val":
-            calib["note"] = "val has too few same-artist pairs: fitted on the training pairs, which flatters the threshold"
+        if fit_split != "calib":
+            calib["note"] = CALIBRATION_NOTES[fit_split]
+        att = _attributor(embedded, parts, fit_split)
         pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
-        figures.update(checkpoint=str(run.checkpoint(which).relative_to(ws.root)), epoch=model.epoch, split=split,
-                       run=run.name, calibration_fitted_on=fit_split, half=half)
-        save_calibration(run, which, calib)
-        pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs)
+        reliable, probabilities = calibration_figures(emb, rows.artists, calib, seed)
+        figures.update(reliable, checkpoint=str(run.checkpoint(which).relative_to(ws.root)), epoch=model.epoch,
+                       split=split, run=run.name, calibration_fitted_on=fit_split, half=half)
+        figures.update(attribution_figures(emb, rows.artists, att, seed))
+        save_calibration(run, which, calib, att)
+        pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs,
+                                         probabilities)
         counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"
                   for name in ("train", "val", "test") for part in [data.split(name)]}
         report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {model.epoch})",

@@ -118,3 +118,24 @@ def embedding_map(emb, artists, path: Path, max_artists: int = 30, seed: int = 0
     ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     save_figure(fig, path)
     return method
+
+
+def reliability_diagram(p, same, ece: float, path: Path, bins: int = 10) -> None:
+    """Mean predicted p(same) against the observed share of same-artist pairs, per bin, with each bin's pairs."""
+    import numpy as np
+
+    from pbn_cli.model.calibration import reliability
+
+    plt = pyplot()
+    mass, conf, freq = reliability(np.asarray(p), np.asarray(same), bins=bins)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.8, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfectly calibrated")
+    full = mass > 0
+    ax.plot(conf[full], freq[full], marker="o", color="tab:blue", label=f"pbn (ECE {ece:.3f})")
+    ax.set(ylabel="share that are the same artist", xlim=(0, 1), ylim=(0, 1),
+           title="Reliability of p(same), balanced pairs")
+    ax.legend(loc="upper left")
+    edges = np.linspace(0, 1, bins + 1)
+    hist.bar(edges[:-1], mass, width=1 / bins, align="edge", color="tab:blue", alpha=0.5)
+    hist.set(xlabel="predicted probability of the same artist", ylabel="pairs")
+    save_figure(fig, path)

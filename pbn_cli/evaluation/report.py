@@ -10,13 +10,15 @@ import numpy as np
 
 from pbn_cli.core.atomic import write_text
 from pbn_cli.evaluation import plots
-from pbn_cli.evaluation.scores import FIGURES
+from pbn_cli.evaluation.scores import ATTRIBUTION, FIGURES
 from pbn_cli.model import metrics
 
 
 
-def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int, pairs: tuple) -> dict[str, str]:
-    """Every picture of an evaluation (``pairs``: ``metrics.pair_scores``'s result); returns file name -> caption."""
+def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int, pairs: tuple,
+                   probabilities: tuple | None = None) -> dict[str, str]:
+    """Every picture of an evaluation (``pairs``: ``metrics.pair_scores``'s result; ``probabilities``: p(same) and
+    labels of balanced pairs, for the reliability diagram); returns file name -> caption."""
     artists = np.asarray(artists, dtype=object)
     made: dict[str, str] = {}
     scores, same, pi, pj, _ = pairs
@@ -43,9 +45,30 @@ def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int,
         plots.pair_sheet(images, artists, list(zip(pi[worst_same], pj[worst_same])), d[worst_same], folder / "errors_same.png",
                          "farthest pairs by the same artist")
         made["errors_same.png"] = "worst errors: the farthest pairs painted by the same artist"
+    if probabilities is not None:
+        plots.reliability_diagram(*probabilities, figures["calibration_ece"], folder / "reliability.png")
+        made["reliability.png"] = ("reliability of p(same) on balanced pairs of this split: predicted probability "
+                                   "against the share that are the same artist")
     method = plots.embedding_map(emb, artists, folder / "map.png", seed=seed)
     made["map.png"] = f"{method} map of the embeddings, coloured by artist (up to 30 artists)"
     return made
+
+
+def attribution_lines(figures: dict) -> list[str]:
+    """The report's attribution section (docs/metrics.md, "Attribution")."""
+    if not figures.get("attribution_divisions"):
+        return []
+    lines = ["## Who painted it: attribution among known hands", "",
+             f"The split's {figures['attribution_artists']} artists divided {figures['attribution_divisions']} times "
+             "(seeded) into known hands (half of each one's paintings form the gallery, the rest are queries) and "
+             "unknown hands (all their paintings are queries); means over the divisions, 95% intervals from the "
+             f"bootstrap over artists. p(hand) fitted on {figures['attribution_probability_fitted_on']}.", "",
+             "| figure | pbn attribute | 95% interval | what search gave before |", "| --- | --- | --- | --- |"]
+    for key, name, base in ATTRIBUTION:
+        lo, hi = figures[f"{key}_ci"]
+        before = f"{figures[base]:.3f} ({'k-NN vote' if 'knn' in base else 'raw best score'})" if base else ""
+        lines.append(f"| {name} | {figures[key]:.3f} | {lo:.3f} – {hi:.3f} | {before} |")
+    return [*lines, ""]
 
 
 def write_report(folder: Path, title: str, figures: dict, pictures: dict[str, str], config: dict | None,
@@ -63,15 +86,17 @@ def write_report(folder: Path, title: str, figures: dict, pictures: dict[str, st
     ]
     for key, name, meaning in FIGURES:
         lo, hi = figures[f"{key}_ci"]
-        base = f"{baseline[key]:.3f} | " if baseline else ""
+        base = f"{baseline.get(key, float('nan')):.3f} | " if baseline else ""
         lines.append(f"| {name} | {figures[key]:.3f} | {lo:.3f} – {hi:.3f} | {base}{meaning} |")
     fitted = figures.get("calibration_fitted_on")
     lines += ["", f"Verdict threshold: distance ≤ {figures['threshold']:.3f} means the same artist"
-              + (f" (fitted on the {fitted} split)." if fitted else " (fitted on this split).")]
-    if fitted and fitted != "val":
-        lines += ["", "The val split had too few same-artist pairs, so the threshold was fitted on training pairs: "
-                  "verdicts on new artists will be less accurate than that fit suggests."]
-    lines.append("")
+              + (f"; it and p(same) are fitted on the {fitted} split" if fitted else " (fitted on this split)")
+              + (", artists never trained on." if fitted == "calib" else ".")]
+    if fitted and fitted != "calib":
+        lines += ["", "There was no calibration split with enough pairs (`pbn split --calib-artists`), so the verdict "
+                  f"was fitted on the {fitted} split's artists, which the network was trained on: p(same) will be "
+                  "overconfident on new artists."]
+    lines += ["", *attribution_lines(figures)]
     if curves is not None and curves.exists():
         shutil.copyfile(curves, folder / "curves.png")
         pictures = {"curves.png": "training loss and validation figures per epoch", **pictures}

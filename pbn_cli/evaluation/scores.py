@@ -15,7 +15,17 @@ FIGURES = (
     ("map_at_r", "MAP@R", "mean average precision over each painting's R same-artist neighbours"),
     ("verification_accuracy", "verification accuracy", "balanced accuracy of the verdict 'same artist' at the calibrated threshold"),
     ("eer", "equal error rate", "where false accepts and false rejects are equally frequent (lower is better)"),
+    ("calibration_ece", "calibration error of p(same)", "expected calibration error over balanced pairs: per probability bin, the gap between the share that are the same artist and the mean p(same), weighted by the bin's pairs (lower is better)"),
     ("reference_batch4_accuracy", "reference batch-of-4 accuracy", "inflated, for comparison only: mean distances of 4 triplets compared"),
+)
+#: the attribution figures (evaluation/attribution.py): name, what a person calls it, the baseline beside it
+ATTRIBUTION = (
+    ("attribution_top1", "top-1 attribution (known hands)", "attribution_knn_vote_top1"),
+    ("attribution_top5", "top-5 attribution (known hands)", None),
+    ("open_set_auroc", "open-set AUROC (known vs unknown hand)", "open_set_auroc_raw"),
+    ("open_set_auroc_gain", "AUROC gain over the raw best score (paired)", None),
+    ("unknown_rejected", "unknown hands answered 'unknown hand'", None),
+    ("known_rejected", "known hands wrongly answered 'unknown hand'", None),
 )
 
 
@@ -84,3 +94,18 @@ def compute_metrics(
         n_groups=int(n_groups), n_queries=int(len(queries)), bootstrap_replicates=replicates, seed=seed,
     )
     return out
+
+
+def calibration_figures(emb: np.ndarray, artists, calib: dict, seed: int, replicates: int = 200) -> tuple[dict, tuple]:
+    """How well p(same) is calibrated on the evaluated split: its ECE over balanced pairs, with a bootstrap interval
+    over artists; and (probabilities, labels) for the reliability diagram."""
+    i, j, same = calibration.balanced_pairs(artists, seed)
+    if not len(i) or "platt_a" not in calib:
+        return {"calibration_ece": float("nan"), "calibration_ece_ci": [float("nan")] * 2, "calibration_pairs": 0}, None
+    p = calibration.probability(metrics.row_distances(emb[i], emb[j]), calib["platt_a"], calib["platt_b"])
+    codes, _ = metrics.artist_codes(artists)
+    w = bootstrap.artist_weights(int(codes.max()) + 1, replicates, seed)
+    eces = [calibration.expected_calibration_error(p, same, w[r, codes[i]] * w[r, codes[j]]) for r in range(replicates)]
+    figures = {"calibration_ece": calibration.expected_calibration_error(p, same),
+               "calibration_ece_ci": bootstrap.interval(np.array(eces)), "calibration_pairs": int(len(i))}
+    return figures, (p, same)

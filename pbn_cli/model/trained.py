@@ -29,6 +29,7 @@ from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model import calibration, checkpoint
+from pbn_cli.model.attribution import Attributor, load_attributor
 from pbn_cli.model.embed import embed_images
 from pbn_cli.model.paintings import fill_store, model_store
 from pbn_cli.model.store import CHUNK, Store
@@ -48,6 +49,7 @@ class TrainedModel:
     fit: str
     which: str = "best"  # the run's checkpoint it came from
     epoch: int = 0
+    attributor: Attributor | None = None  # who painted it: fitted by `pbn eval` (model/attribution.py)
     _fingerprint: str | None = field(default=None, repr=False)
     _networks: dict = field(default_factory=dict, repr=False)
 
@@ -136,14 +138,23 @@ def from_run(ws: Workspace, run_name: str | None, which: str = "best") -> Traine
             f"run `pbn eval --run {run.name}{again}` first"
         )
     model.calibration = calib
+    if calib.get("attribution") and (run.folder / calib["attribution"]).exists():
+        model.attributor = load_attributor(run.folder / calib["attribution"])
     return model
 
 
 def export(model: TrainedModel, path: Path) -> None:
-    """One file with weights, configuration, calibration and image geometry (plain data)."""
+    """One file with weights, configuration, calibration, attribution and image geometry (plain data)."""
+    attribution = {}
+    if model.attributor is not None:  # tensors and text: what a weights_only load accepts
+        state = model.attributor.to_state()
+        attribution = {k: (v.tolist() if v.dtype.kind in "UO" else torch.from_numpy(np.ascontiguousarray(v)))
+                       for k, v in state.items()}
+        attribution["fitted_on"] = str(state["fitted_on"])
     checkpoint.save(Path(path), {
         "kind": KIND, "name": model.name, "config": model.config.to_dict(), "model": model.state,
         "calibration": model.calibration, "image": {"size": model.image_size, "fit": model.fit},
+        "attribution": attribution,
     })
 
 
@@ -151,5 +162,8 @@ def from_file(path: Path) -> TrainedModel:
     state = checkpoint.load(Path(path))
     if state.get("kind") != KIND:
         raise PbnError(f"{path} is a training checkpoint, not an exported model; make one with `pbn export RUN FILE`")
+    attribution = state.get("attribution") or {}
+    attributor = Attributor.from_state({k: v.numpy() if isinstance(v, torch.Tensor) else v
+                                        for k, v in attribution.items()}) if attribution else None
     return TrainedModel(state["name"], TrainConfig.from_dict(state["config"]), state["model"], state["calibration"],
-                        int(state["image"]["size"]), state["image"]["fit"], "exported")
+                        int(state["image"]["size"]), state["image"]["fit"], "exported", attributor=attributor)

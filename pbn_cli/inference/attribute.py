@@ -1,0 +1,132 @@
+"""attribute: who painted this? The known hands ranked, each with a probability and its closest paintings, or
+"unknown hand" when none is likely enough.
+
+The known hands are the artists of the workspace's paintings (all of them,
+or one split's: ``among``), embedded by the model's store; the score, the
+probability and the unknown-hand rule are the attribution model `pbn eval`
+fitted (model/attribution.py). A query that is itself one of the
+workspace's paintings is left out of its own hand, as search leaves it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pbn_cli.core.errors import InputError
+from pbn_cli.core.pictures import pyplot, save_figure, short
+from pbn_cli.core.progress import SILENT, Progress
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.cache import CacheData
+from pbn_cli.inference.search import Gallery, gallery, same_file
+from pbn_cli.model import attribution as scoring
+from pbn_cli.model.metrics import row_distances
+from pbn_cli.model.trained import TrainedModel
+
+AMONG = ("all", "train", "val", "calib", "test")
+CLOSEST = 3  # paintings shown for each proposed hand
+
+
+@dataclass
+class Hand:
+    artist: str
+    score: float
+    probability: float
+    closest: pd.DataFrame  # image_id, split, cache_row, distance, same_artist_probability
+
+
+@dataclass
+class Attribution:
+    query: str
+    hands: list[Hand]  # most likely first
+    unknown: bool  # no hand reaches scoring.UNKNOWN_BELOW
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "answer": "unknown hand" if self.unknown else self.hands[0].artist,
+                "unknown_hand": self.unknown,
+                "hands": [{"artist": h.artist, "probability": h.probability, "score": h.score,
+                           "closest": h.closest.drop(columns=["cache_row"]).to_dict("records")} for h in self.hands]}
+
+
+def check_request(model: TrainedModel, among: str, k: int) -> scoring.Attributor:
+    if among not in AMONG:
+        raise InputError(f"--among must be one of {', '.join(AMONG)}, got {among!r}")
+    if k < 1:
+        raise InputError("-k must be at least 1")
+    if model.attributor is None or model.attributor.platt is None:
+        raise InputError(f"run {model.name} has no attribution model for its {model.which} checkpoint: `pbn eval "
+                         f"--run {model.name}` fits it (it needs a calib or val split of two artists or more)")
+    return model.attributor
+
+
+def known_hands(g: Gallery, among: str) -> np.ndarray:
+    """The gallery rows whose artists are the known hands."""
+    pool = np.flatnonzero(np.ones(len(g.table), bool) if among == "all" else (g.table["split"] == among).to_numpy())
+    if not len(pool):
+        raise InputError(f"--among {among}: the workspace has no paintings in the {among} split")
+    return pool
+
+
+def attribute(ws: Workspace, model: TrainedModel, images: list[Path], *, among: str = "all", k: int = 5,
+              device: torch.device, g: Gallery | None = None, progress: Progress = SILENT) -> list[Attribution]:
+    """Each image's most likely hands among the workspace's artists, or "unknown hand"."""
+    att = check_request(model, among, k)
+    queries = [model.read(Path(image)) for image in images]  # a file that is not an image stops here, at once
+    g = g or gallery(ws, model, device, progress=progress)
+    pool = known_hands(g, among)
+    z = att.whiten(g.emb[pool])
+    artists = g.table["artist"].to_numpy(str)[pool]
+    names, codes = np.unique(artists, return_inverse=True)
+    sums = np.zeros((len(names), z.shape[1]))
+    np.add.at(sums, codes, z)
+    counts = np.bincount(codes, minlength=len(names))
+    out = []
+    for image, pixels in zip(images, queries):
+        query = model.embed_one(pixels, device)
+        itself = same_file(ws, g.table, Path(image))  # the query, when it is one of the paintings: left out
+        own, n = sums.copy(), counts.copy()
+        for row in np.flatnonzero(itself[pool]):
+            own[codes[row]] -= z[row]
+            n[codes[row]] -= 1
+        hands = scoring.rank(att, query, names[n > 0], scoring.normalise(own[n > 0]))[0]
+        top = [Hand(str(a), float(s), float(p), _closest(g, pool[(artists == a) & ~itself[pool]], query, model))
+               for a, s, p in zip(hands.artists[:k], hands.scores[:k], hands.probabilities[:k])]
+        out.append(Attribution(Path(image).name, top, hands.unknown))
+    return out
+
+
+def _closest(g: Gallery, rows: np.ndarray, query: np.ndarray, model: TrainedModel) -> pd.DataFrame:
+    """The hand's paintings nearest to the query, with their verdicts."""
+    d = row_distances(g.emb[rows], np.broadcast_to(query, (len(rows), len(query))))
+    near = np.argsort(d, kind="stable")[:CLOSEST]
+    out = g.table.iloc[rows[near]][["image_id", "split", "cache_row"]].copy()
+    out["distance"] = d[near]
+    out["same_artist_probability"] = [model.probability(x) for x in d[near]]
+    return out.reset_index(drop=True)
+
+
+def attribute_sheet(ws: Workspace, model: TrainedModel, images: list[Path], results: list[Attribution],
+                    path: Path, hands: int = 3) -> None:
+    """One row per query: the query as the model sees it, then each proposed hand's closest painting."""
+    plt = pyplot()
+    data = CacheData(ws)
+    fig, axes = plt.subplots(len(results), hands + 1, figsize=(2.6 * (hands + 1), 3.0 * len(results)), squeeze=False)
+    for row, (image, result) in zip(axes, zip(images, results)):
+        for ax in row:
+            ax.axis("off")
+        row[0].imshow(model.read(Path(image)))
+        verdict = "unknown hand" if result.unknown else f"{short(result.hands[0].artist, 22)}"
+        row[0].set_title(f"{short(result.query, 22)}\n→ {verdict}", fontsize=9,
+                         color="tab:red" if result.unknown else "tab:green")
+        for ax, hand in zip(row[1:], result.hands[:hands]):
+            if len(hand.closest):
+                ax.imshow(np.asarray(data.images[int(hand.closest["cache_row"].iloc[0])]))
+            ax.set_title(f"{short(hand.artist, 22)}\np = {hand.probability:.2f}", fontsize=9)
+    fig.suptitle("who painted it: the most likely hands, each by its closest painting (p: probability of that hand)",
+                 fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
