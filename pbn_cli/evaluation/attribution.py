@@ -7,8 +7,9 @@ gallery, the rest are queries; every painting of an unknown artist is a
 query. Known-hand queries give top-1 and top-5 attribution accuracy;
 known-hand against unknown-hand queries, ranked by their best artist score,
 give the open-set AUROC; the rule "unknown hand when no hand reaches
-p = 0.5" gives the share of unknown-hand queries it rejects and of
-known-hand queries it wrongly rejects. Beside them, what ``search`` gave
+p = 0.5" (the open-set probabilities of model/attribution.py) gives the share
+of unknown-hand queries it rejects and of known-hand queries it wrongly
+rejects. Beside them, what ``search`` gave
 before: the k-nearest-neighbour vote (top-1), and the raw best score (the
 mean cosine similarity to an artist's 3 closest gallery paintings; AUROC).
 Figures are means over the divisions; intervals come from the bootstrap over
@@ -71,28 +72,28 @@ def _vote(e: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def attribution_figures(emb: np.ndarray, artists, att: scoring.Attributor, seed: int, n: int = DIVISIONS,
+def attribution_figures(emb: np.ndarray, artists, ids, att: scoring.Attributor, seed: int, n: int = DIVISIONS,
                         replicates: int = 200) -> dict:
     """The attribution figures of the split (keys ``attribution_*``, ``open_set_*``), each with its interval."""
-    artists = np.asarray(artists, object).astype(str)
+    artists, ids = np.asarray(artists).astype(str), np.asarray(ids).astype(str)
     codes, _ = artist_codes(artists)
     if len(np.unique(codes)) < 4:
         return {"attribution_divisions": 0}
     raw, z = scoring.normalise(np.asarray(emb, np.float32)), att.whiten(emb)
-    names = np.unique(artists)
-    background = scoring.background_similarity(att, z, names)  # r_q(not a), once for every painting and hand
     w = bootstrap.artist_weights(int(codes.max()) + 1, replicates, seed)
     per = {k: [] for k in ("top1", "top5", "knn", "auc", "raw_auc", "rejected", "wrongly")}
     boot = {k: [] for k in per}
     for known_names, g, gl, q, ql, u in divisions(artists, seed, n):
-        protos = scoring.normalise(np.stack([z[g][gl == a].mean(0) for a in range(len(known_names))]))
         asked = np.r_[q, u]
-        s = z[asked] @ protos.T - background[asked][:, np.searchsorted(names, known_names)]
+        hands = scoring.known(att, z[g], artists[g], ids[g])
+        s = scoring.scores(hands, z[asked], ids[asked])  # columns: hands.names, sorted
+        own = np.searchsorted(hands.names, artists[q])
         known = np.r_[np.ones(len(q), bool), np.zeros(len(u), bool)]
-        rank = (s[: len(q)] > s[np.arange(len(q)), ql][:, None]).sum(1)
+        rank = (s[: len(q)] > s[np.arange(len(q)), own][:, None]).sum(1)
         e = raw[asked] @ raw[g].T
         best, raw_best = s.max(1), _raw_scores(e, gl, len(known_names)).max(1)
-        rejected = att.probability(best) < scoring.UNKNOWN_BELOW if att.platt else np.full(len(best), np.nan)
+        p, _ = scoring.probabilities(att, s)
+        rejected = p.max(1) < scoring.UNKNOWN_BELOW if att.open_set else np.full(len(best), np.nan)
         outcomes = {"top1": rank == 0, "top5": rank < 5, "knn": _vote(e[: len(q)], gl) == ql,
                     "rejected": rejected[~known], "wrongly": rejected[known]}
         who = {"top1": codes[q], "top5": codes[q], "knn": codes[q], "rejected": codes[u], "wrongly": codes[q]}
@@ -106,6 +107,13 @@ def attribution_figures(emb: np.ndarray, artists, att: scoring.Attributor, seed:
     return _summary(per, boot, n, len(np.unique(artists)), att)
 
 
+def _mean(rows: list) -> np.ndarray:
+    """The mean over divisions of each replicate (a division without such queries adds nothing)."""
+    stacked = np.stack(rows)
+    counted = np.isfinite(stacked).sum(0)
+    return np.where(counted > 0, np.nansum(stacked, 0) / np.maximum(counted, 1), np.nan)
+
+
 def _summary(per: dict, boot: dict, n: int, n_artists: int, att: scoring.Attributor) -> dict:
     names = {"top1": "attribution_top1", "top5": "attribution_top5", "knn": "attribution_knn_vote_top1",
              "auc": "open_set_auroc", "raw_auc": "open_set_auroc_raw", "rejected": "unknown_rejected",
@@ -113,10 +121,10 @@ def _summary(per: dict, boot: dict, n: int, n_artists: int, att: scoring.Attribu
     out: dict = {}
     for key, name in names.items():
         out[name] = float(np.mean(per[key]))
-        out[f"{name}_ci"] = bootstrap.interval(np.nanmean(np.stack(boot[key]), 0))
+        out[f"{name}_ci"] = bootstrap.interval(_mean(boot[key]))
     gain = np.array(per["auc"]) - np.array(per["raw_auc"])
     out["open_set_auroc_gain"] = float(gain.mean())
-    out["open_set_auroc_gain_ci"] = bootstrap.interval(np.nanmean(np.stack(boot["auc"]) - np.stack(boot["raw_auc"]), 0))
+    out["open_set_auroc_gain_ci"] = bootstrap.interval(_mean([a - b for a, b in zip(boot["auc"], boot["raw_auc"])]))
     out["open_set_auroc_gain_positive"] = int((gain > 0).sum())
     out.update(attribution_divisions=n, attribution_artists=n_artists,
                attribution_probability_fitted_on=att.fitted_on.get("probability", "none"))

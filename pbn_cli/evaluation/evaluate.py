@@ -26,7 +26,7 @@ from pbn_cli.evaluation import report
 from pbn_cli.evaluation.attribution import attribution_figures
 from pbn_cli.evaluation.scores import calibration_figures, compute_metrics
 from pbn_cli.model import calibration, metrics, trained
-from pbn_cli.model.attribution import BACKGROUND_MAX, Attributor, calibrate, save_attributor
+from pbn_cli.model.attribution import BACKGROUND_MAX, Attributor, fit_open_set, save_attributor
 from pbn_cli.model.attribution import fit as fit_attribution
 
 
@@ -145,13 +145,15 @@ def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: boo
     return {name: emb[[at[i] for i in part.image_ids.astype(str)]] for name, part in parts.items()}
 
 
-def _attributor(embedded: dict, parts: dict, fit_split: str) -> Attributor:
-    """The attribution score's whitening and background (training paintings), and its probability map fitted on
-    leave-one-out episodes among the artists of ``fit_split`` (calib: never trained on)."""
-    att = fit_attribution(embedded["background"], parts["background"].artists)
-    att.platt = calibrate(att, embedded["fit"], parts["fit"].artists) if fit_split != "train" else None
-    att.fitted_on = {"whitening": f"{len(parts['background'])} training paintings",
-                     "probability": f"{fit_split} ({len(np.unique(parts['fit'].artists))} artists)" if att.platt else "none"}
+def _attributor(embedded: dict, parts: dict, fit_split: str, seed: int) -> Attributor:
+    """The attribution score's whitening and background (training paintings), and its open-set probabilities
+    fitted on episodes among the artists of ``fit_split`` (calib: never trained on)."""
+    bg, fit_rows = parts["background"], parts["fit"]
+    att = fit_attribution(embedded["background"], bg.artists, bg.image_ids)
+    if fit_split != "train":
+        att.open_set = fit_open_set(att, embedded["fit"], fit_rows.artists, fit_rows.image_ids, seed)
+    att.fitted_on = {"whitening": f"{len(bg)} training paintings",
+                     "probability": f"{fit_split} ({len(np.unique(fit_rows.artists))} artists)" if att.open_set else "none"}
     return att
 
 
@@ -209,13 +211,13 @@ def evaluate(
         calib.update(checkpoint=which, epoch=model.epoch, weights=model.fingerprint(), fitted_on=fit_split)
         if fit_split != "calib":
             calib["note"] = CALIBRATION_NOTES[fit_split]
-        att = _attributor(embedded, parts, fit_split)
+        att = _attributor(embedded, parts, fit_split, seed)
         pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
         reliable, probabilities = calibration_figures(emb, rows.artists, calib, seed)
         figures.update(reliable, checkpoint=str(run.checkpoint(which).relative_to(ws.root)), epoch=model.epoch,
                        split=split, run=run.name, calibration_fitted_on=fit_split, half=half)
-        figures.update(attribution_figures(emb, rows.artists, att, seed))
+        figures.update(attribution_figures(emb, rows.artists, rows.image_ids, att, seed))
         save_calibration(run, which, calib, att)
         pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs,
                                          probabilities)

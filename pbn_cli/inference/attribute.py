@@ -44,10 +44,11 @@ class Attribution:
     query: str
     hands: list[Hand]  # most likely first
     unknown: bool  # no hand reaches scoring.UNKNOWN_BELOW
+    unknown_probability: float  # that none of the known hands painted it
 
     def to_dict(self) -> dict:
         return {"query": self.query, "answer": "unknown hand" if self.unknown else self.hands[0].artist,
-                "unknown_hand": self.unknown,
+                "unknown_hand": self.unknown, "unknown_hand_probability": self.unknown_probability,
                 "hands": [{"artist": h.artist, "probability": h.probability, "score": h.score,
                            "closest": h.closest.drop(columns=["cache_row"]).to_dict("records")} for h in self.hands]}
 
@@ -57,46 +58,42 @@ def check_request(model: TrainedModel, among: str, k: int) -> scoring.Attributor
         raise InputError(f"--among must be one of {', '.join(AMONG)}, got {among!r}")
     if k < 1:
         raise InputError("-k must be at least 1")
-    if model.attributor is None or model.attributor.platt is None:
+    if model.attributor is None or model.attributor.open_set is None:
         raise InputError(f"run {model.name} has no attribution model for its {model.which} checkpoint: `pbn eval "
                          f"--run {model.name}` fits it (it needs a calib or val split of two artists or more)")
     return model.attributor
 
 
-def known_hands(g: Gallery, among: str) -> np.ndarray:
-    """The gallery rows whose artists are the known hands."""
+def known_hands(g: Gallery, model: TrainedModel, among: str) -> scoring.Known:
+    """The artists of the gallery's paintings (of one split with ``among``) as hands to attribute to."""
     pool = np.flatnonzero(np.ones(len(g.table), bool) if among == "all" else (g.table["split"] == among).to_numpy())
     if not len(pool):
         raise InputError(f"--among {among}: the workspace has no paintings in the {among} split")
-    return pool
+    table = g.table.iloc[pool]
+    return scoring.known(model.attributor, model.attributor.whiten(g.emb[pool]), table["artist"], table["image_id"])
+
+
+def attribute_one(g: Gallery, hands: scoring.Known, model: TrainedModel, name: str, query: np.ndarray, k: int,
+                  itself: np.ndarray | None = None) -> Attribution:
+    """One painting's hands; ``itself`` marks gallery rows that are the query's own file (left out of its hand)."""
+    itself = np.zeros(len(g.table), bool) if itself is None else itself
+    query_id = str(g.table["image_id"].iloc[np.flatnonzero(itself)[0]]) if itself.any() else ""
+    ranked = scoring.rank(model.attributor, hands, query, query_id)
+    artists = g.table["artist"].to_numpy(str)
+    top = [Hand(str(a), float(s), float(p), _closest(g, np.flatnonzero((artists == a) & ~itself), query, model))
+           for a, s, p in zip(ranked.artists[:k], ranked.scores[:k], ranked.probabilities[:k])]
+    return Attribution(name, top, ranked.unknown, ranked.unknown_probability)
 
 
 def attribute(ws: Workspace, model: TrainedModel, images: list[Path], *, among: str = "all", k: int = 5,
               device: torch.device, g: Gallery | None = None, progress: Progress = SILENT) -> list[Attribution]:
     """Each image's most likely hands among the workspace's artists, or "unknown hand"."""
-    att = check_request(model, among, k)
+    check_request(model, among, k)
     queries = [model.read(Path(image)) for image in images]  # a file that is not an image stops here, at once
     g = g or gallery(ws, model, device, progress=progress)
-    pool = known_hands(g, among)
-    z = att.whiten(g.emb[pool])
-    artists = g.table["artist"].to_numpy(str)[pool]
-    names, codes = np.unique(artists, return_inverse=True)
-    sums = np.zeros((len(names), z.shape[1]))
-    np.add.at(sums, codes, z)
-    counts = np.bincount(codes, minlength=len(names))
-    out = []
-    for image, pixels in zip(images, queries):
-        query = model.embed_one(pixels, device)
-        itself = same_file(ws, g.table, Path(image))  # the query, when it is one of the paintings: left out
-        own, n = sums.copy(), counts.copy()
-        for row in np.flatnonzero(itself[pool]):
-            own[codes[row]] -= z[row]
-            n[codes[row]] -= 1
-        hands = scoring.rank(att, query, names[n > 0], scoring.normalise(own[n > 0]))[0]
-        top = [Hand(str(a), float(s), float(p), _closest(g, pool[(artists == a) & ~itself[pool]], query, model))
-               for a, s, p in zip(hands.artists[:k], hands.scores[:k], hands.probabilities[:k])]
-        out.append(Attribution(Path(image).name, top, hands.unknown))
-    return out
+    hands = known_hands(g, model, among)
+    return [attribute_one(g, hands, model, Path(image).name, model.embed_one(pixels, device), k,
+                          same_file(ws, g.table, Path(image))) for image, pixels in zip(images, queries)]
 
 
 def _closest(g: Gallery, rows: np.ndarray, query: np.ndarray, model: TrainedModel) -> pd.DataFrame:

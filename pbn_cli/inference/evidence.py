@@ -2,8 +2,8 @@
 
 Each painting is read through the image door at a finer scale than the cache
 where its file allows (up to ``SCALE`` times the cache's side), cut into
-overlapping square tiles at the network's input size, and every tile is
-embedded as a painting of one view. A tile's heat is its similarity to the
+overlapping square tiles at the network's input size (smaller on a small
+painting), and every tile is embedded as a painting of one view. A tile's heat is its similarity to the
 closest tile of the other painting; a pixel's heat is the mean heat of the
 tiles that cover it. The picture shows both paintings upright with their
 heat over them, a legend, and the strongest distinct pairs of matching
@@ -81,11 +81,16 @@ def tiles(model: TrainedModel, path: Path, device: torch.device, name: str | Non
     return tiles_of(model, pixels, device, name or Path(path).name)
 
 
+def tile_side(side: int, input_size: int) -> int:
+    """The network's input size, or less on a small painting (so that its tiles can tell its regions apart)."""
+    return min(input_size, max(side // 3, input_size // 2), side)
+
+
 def tiles_of(model: TrainedModel, pixels: np.ndarray, device: torch.device, name: str) -> Tiles:
-    size = min(model.config.model.input_size, pixels.shape[0])
-    boxes = tile_boxes(pixels.shape[0], size)
+    """``pixels`` (a square painting at the evidence's scale) tiled and each tile embedded."""
+    boxes = tile_boxes(pixels.shape[0], tile_side(pixels.shape[0], model.config.model.input_size))
     crops = np.stack([pixels[t : t + s, l : l + s] for t, l, s in boxes])
-    # a tile is a painting of one view: at the network's input size, it is seen whole, as it is
+    # a tile is a painting of one view: at (or brought to) the network's input size, it is seen whole
     emb = embed_images(model.network(device), lambda idx: crops[idx], len(crops), device)
     return Tiles(name, pixels, boxes, emb)
 

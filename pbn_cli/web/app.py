@@ -85,6 +85,17 @@ def create_app(service: Service) -> FastAPI:
         data = await _read(image)
         return await _threaded(lambda: _search(service, data, k, split))
 
+    @app.post("/api/evidence")
+    async def compare_evidence(a: UploadFile = File(...), b: UploadFile = File(...)) -> dict:
+        files = [await _read(a), await _read(b)]
+        return await _threaded(lambda: _evidence(service, files))
+
+    @app.post("/api/attribute")
+    async def attribute(image: UploadFile = File(...), among: str = Form("all"), k: int = Form(5),
+                        evidence: bool = Form(True)) -> dict:
+        data = await _read(image)
+        return await _threaded(lambda: _attribute(service, data, among, k, evidence))
+
     @app.get("/api/paintings/{cache_row}.png")
     def painting(cache_row: int) -> Response:
         return Response(service.thumbnail(cache_row), media_type="image/png",
@@ -134,6 +145,30 @@ def _search(service: Service, file: tuple[bytes, str], k: int, split: str) -> di
     query = service.upload(*file)
     result = service.search(query, k=k, split=split)
     return {"run": service.model.name, "query": _image(query), **_neighbours(result)}
+
+
+def _evidence(service: Service, files: list[tuple[bytes, str]]) -> dict:
+    a, b = (service.upload(data, name) for data, name in files)  # each read and checked once, as compare does
+    v = service.compare(a, b)
+    word = "same artist" if v.same_artist else "different artists"
+    picture = service.evidence(files[0], files[1], f"{a.name} and {b.name}: {word}, p(same) = "
+                                                   f"{v.same_artist_probability:.2f}")
+    return {"evidence": _data_url(picture)}
+
+
+def _attribute(service: Service, file: tuple[bytes, str], among: str, k: int, with_evidence: bool) -> dict:
+    query = service.upload(*file)
+    result = service.attribute(query, among, k)
+    answer = {"run": service.model.name, "query": _image(query), **result.to_dict()}
+    for hand, shown in zip(result.hands, answer["hands"]):
+        shown["closest"] = [{**c, "thumbnail": f"api/paintings/{int(row)}.png"}
+                            for c, row in zip(shown["closest"], hand.closest["cache_row"])]
+    if with_evidence and result.hands and len(result.hands[0].closest):
+        top = result.hands[0]
+        other = service.painting_file(str(top.closest["image_id"].iloc[0]))
+        verdict = "unknown hand (the closest hand shown)" if result.unknown else f"{top.artist}, p = {top.probability:.2f}"
+        answer["evidence"] = _data_url(service.evidence(file, other, f"{query.name}: {verdict}"))
+    return answer
 
 
 def bind(host: str, port: int) -> socket.socket:

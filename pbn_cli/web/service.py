@@ -31,7 +31,9 @@ from pbn_cli.evaluation.summary import summarize
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation.plots import distance_histograms
+from pbn_cli.inference.attribute import Attribution, attribute_one, check_request, known_hands
 from pbn_cli.inference.compare import Verdict, verdict
+from pbn_cli.inference.evidence import evidence, evidence_sheet, tiles
 from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest
 from pbn_cli.model import metrics
 from pbn_cli.model.trained import TrainedModel
@@ -190,6 +192,43 @@ class Service:
 
         return self._once(self._derived, "histogram", draw)
 
+    def attribute(self, query: Upload, among: str = "all", k: int = 5) -> Attribution:
+        """Who painted the upload: the known hands of the workspace ranked, as `pbn attribute` ranks them."""
+        check_request(self.model, among, k)
+        hands = self._once(self._derived, f"hands:{among}", lambda: known_hands(self.paintings(), self.model, among))
+        return attribute_one(self.paintings(), hands, self.model, query.name, query.embedding, k)
+
+    def evidence(self, a: tuple[bytes, str], b: tuple[bytes, str] | Path, title: str) -> bytes:
+        """The evidence picture (PNG) of two paintings: uploads, or an upload and a workspace painting's file."""
+        def draw() -> bytes:
+            with tempfile.TemporaryDirectory(dir=self._folder.name) as folder:
+                paths = []
+                for n, item in enumerate((a, b)):
+                    if isinstance(item, Path):
+                        paths.append((item, item.name))
+                        continue
+                    path = Path(folder) / f"{n}-{hashlib.sha256(item[0]).hexdigest()}"
+                    path.write_bytes(item[0])
+                    paths.append((path, item[1]))
+                first, second = (tiles(self.model, path, self.device, name) for path, name in paths)
+                picture = Path(folder) / "evidence.png"
+                evidence_sheet(evidence(first, second), picture, title)
+                return picture.read_bytes()
+
+        key = "evidence:" + hashlib.sha256(repr((_key(a), _key(b), title)).encode()).hexdigest()
+        return self._once(self._thumbs, key, draw)
+
+    def painting_file(self, image_id: str) -> Path:
+        """The original file of a workspace painting (through the workspace's image folder)."""
+        from pbn_cli.core.manifest import read_manifest
+        from pbn_cli.data.paths import image_root
+
+        split, record = self._once(self._derived, "split", lambda: read_manifest(self._workspace().manifest("split")))
+        rows = split[split["image_id"] == image_id]
+        if rows.empty:
+            raise InputError(f"no painting {image_id!r} in the workspace")
+        return Path(image_root(record)) / rows["path"].iloc[0]
+
     # -- runs ------------------------------------------------------------------------------------------------------
     def runs(self) -> list[dict]:
         ws = self._workspace()
@@ -237,6 +276,10 @@ class Service:
         if self._warming is not None:
             self._warming.join()
         self._folder.cleanup()
+
+
+def _key(item) -> str:
+    return str(item) if isinstance(item, Path) else hashlib.sha256(item[0]).hexdigest()
 
 
 class Stopped(PbnError):
