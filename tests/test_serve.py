@@ -190,3 +190,27 @@ def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, evaluated
 def test_pbn_help_imports_nothing_of_the_web():
     code = "import sys, pbn_cli.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette') or m.startswith('pbn_cli.web')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_attribute_through_the_page_equals_pbn_attribute(served, tmp_path):
+    query = outside_painting(served.ws, tmp_path)
+    answer = served.post("api/attribute", {"image": query}, k=4, among="all", evidence="false")
+    assert answer.status_code == 200, answer.text
+    page = answer.json()
+    cli = cli_json(served.ws, "attribute", query, "-k", 4)["paintings"][0]
+    assert [h["artist"] for h in page["hands"]] == [h["artist"] for h in cli["hands"]]
+    assert np.allclose([h["probability"] for h in page["hands"]], [h["probability"] for h in cli["hands"]], atol=1e-6)
+    assert page["unknown_hand"] == cli["unknown_hand"] and page["answer"] == cli["answer"]
+    assert all(c["thumbnail"].startswith("api/paintings/") for h in page["hands"] for c in h["closest"])
+    with_evidence = served.post("api/attribute", {"image": query}, k=2).json()
+    assert with_evidence["evidence"].startswith("data:image/png;base64,")
+    bad = served.post("api/attribute", {"image": query}, among="everywhere")
+    assert bad.status_code == 400 and "--among must be one of" in bad.json()["error"]
+
+
+def test_the_evidence_of_a_pair_is_a_picture(served):
+    a, b = painting_files(served.ws)[:2]
+    answer = served.post("api/evidence", {"a": a, "b": b})
+    assert answer.status_code == 200, answer.text
+    picture = Image.open(io.BytesIO(base64.b64decode(answer.json()["evidence"].split(",", 1)[1])))
+    assert picture.format == "PNG" and picture.size[0] > 600

@@ -80,6 +80,23 @@ def test_compare_search_and_runs_in_a_browser(browser, tmp_path, evaluated_run):
         shown = [page.inner_text(f"#neighbour-table tr:nth-child({i + 2}) td:nth-child(2)") for i in range(6)]
         assert shown == [str(n["image_id"]) for n in expected["neighbours"]]
 
+        # the evidence arrives after the verdict, drawn for the pair on the page
+        page.click("nav button[data-view=compare]")
+        page.wait_for_selector("#compare-evidence", state="visible")
+        page.wait_for_function("document.getElementById('compare-evidence').naturalWidth > 600")
+
+        page.click("nav button[data-view=attribute]")
+        page.set_input_files("#file-h", str(query))
+        page.fill("#hands-k", "3")
+        page.click("#attribute-go")
+        page.wait_for_selector("#attribute-result", state="visible")
+        cli_hands = cli_json(ws, "attribute", query, "-k", 3)["paintings"][0]
+        assert page.inner_text("#answer").startswith("Unknown hand" if cli_hands["unknown_hand"] else cli_hands["answer"])
+        shown = [page.inner_text(f"#hands tr:nth-child({i + 2}) td:nth-child(2)") for i in range(3)]
+        assert shown == [h["artist"] for h in cli_hands["hands"]]
+        page.wait_for_function("document.getElementById('attribute-evidence').naturalWidth > 600")
+        page.wait_for_function("[...document.querySelectorAll('#hands img')].every(i => i.complete && i.naturalWidth > 0)")
+
         page.click("nav button[data-view=runs]")
         page.wait_for_selector("#run-table tr:nth-child(2)")
         assert page.inner_text("#run-table tr:nth-child(2) td:nth-child(1)") == "r (serving)"

@@ -56,7 +56,7 @@ def compare(
 
     trained = models.from_file(model) if model else models.from_run(workspace_(workspace), run, checkpoint)
     dev = select_device(device)
-    verdict = run_compare(trained, a, b, dev)
+    verdict = run_compare(trained, a, b, device=dev)
     if sheet:
         verdict_sheet(trained, a, b, verdict, sheet)
     if evidence:
@@ -248,7 +248,7 @@ def predict(
         trained = models.from_run(ws, run, checkpoint)
         cache = run_cache(ws, trained)
     with console.progress("predict") as bar:
-        result = run_predict(trained, pairs_csv, images, output, select_device(device_name(device, gpu)),
+        result = run_predict(trained, pairs_csv, images, output, device=select_device(device_name(device, gpu)),
                              missing=missing, cache=cache, workers=workers, progress=bar)
     console.out.print(
         f"predict: {result.rows:,} pairs over {result.images:,} images ({result.computed:,} embedded now, "
@@ -272,7 +272,11 @@ def export(
     """Write one file with a run's weights, configuration and calibration.
 
     `pbn compare --model FILE` then works on a machine without the
-    workspace. The file holds plain data only (loaded with weights_only).
+    workspace. FILE.pt holds plain data only (loaded with weights_only).
+    FILE.onnx is an ONNX graph for onnxruntime (pip install 'pbn[onnx]'):
+    uint8 paintings at the cache's size in (batch, S, S, 3), embeddings out,
+    the calibration and image geometry in its metadata; `compare --model`
+    answers with it without PyTorch's network.
 
     Example: pbn export triplet-compact-20261129-120000 painter.pt
     """
@@ -280,5 +284,12 @@ def export(
     from pbn_cli.model import trained as models
 
     trained = models.from_run(workspace_(workspace), run, checkpoint)
-    models.export(trained, file)
-    console.out.print(f"export: run {trained.name} ({checkpoint}) written to {file}")
+    if Path(file).suffix.lower() != ".onnx":
+        models.export(trained, file)
+        console.out.print(f"export: run {trained.name} ({checkpoint}) written to {file}")
+        return
+    from pbn_cli.model.onnx_model import OPSET, export_onnx
+
+    diff = export_onnx(trained, file)
+    console.out.print(f"export: run {trained.name} ({checkpoint}) written to {file} as ONNX (opset {OPSET}); "
+                      f"onnxruntime's embeddings match PyTorch's within {diff:.1e}")

@@ -39,7 +39,7 @@ app = typer.Typer(
         "Start with `pbn demo`: every stage on synthetic paintings in about 2 minutes on a CPU."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

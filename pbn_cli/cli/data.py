@@ -53,22 +53,42 @@ def synth(
 
 @command
 def ingest(
-    csv: Annotated[Path, typer.Argument(metavar="CSV", help="train_info.csv, all_data_info.csv or your own CSV.", show_default=False)],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="A paintings CSV, a folder of artist folders, or a "
+                                           "Parquet table (a file or a folder of shards).", show_default=False)],
     images: Annotated[
-        Optional[Path], typer.Option(help="Image folder (default: train/ beside the CSV).")
+        Optional[Path], typer.Option(help="A CSV's image folder (default: train/ beside the CSV).")
     ] = None,
-    filename_column: Annotated[Optional[str], typer.Option(help="Column with the file names.")] = None,
-    artist_column: Annotated[Optional[str], typer.Option(help="Column with the artists.")] = None,
+    filename_column: Annotated[Optional[str], typer.Option(help="A CSV's column with the file names.")] = None,
+    artist_column: Annotated[Optional[str], typer.Option(help="A CSV's or a table's column with the artists "
+                                                         "(default: artist, painter, author...).")] = None,
+    image_column: Annotated[Optional[str], typer.Option(help="A table's column with the images (default: its "
+                                                        "Image column).")] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
     force: ForceOpt = False,
     workers: WorkersOpt = None,
 ) -> None:
-    """Read a paintings CSV and each image's header into manifests/ingest.parquet.
+    """Read paintings and their artists into manifests/ingest.parquet, from one of three kinds of SOURCE.
 
-    Kaggle's train_info.csv (images in train/ beside it), all_data_info.csv
-    (images in train/ or test/ by in_train), or any CSV with a filename and an
-    artist column. Rows that cannot be paintings go to ingest.rejected.parquet
-    with a reason.
+    \b
+    A CSV with a filename and an artist column, and its image folder (only
+    each image's header is read): Kaggle's train_info.csv (images in train/
+    beside it), all_data_info.csv (train/ or test/ by in_train), or your own.
+      pbn ingest ~/kaggle/train_info.csv --images ~/kaggle/train
+
+    \b
+    A folder of artist folders, FOLDER/<artist>/<painting> (deeper levels
+    allowed; the artist is the first-level folder; hidden files skipped).
+      pbn ingest ~/paintings
+
+    \b
+    A Parquet table with the images inside, one file or a folder of shards,
+    as Hugging Face datasets writes it (an Image column; the artist as text
+    or a ClassLabel). Its images are written once into the workspace's
+    images/ folder (resumable, identical images kept once); its other
+    columns are carried along.
+      pbn ingest wikiart/data --artist-column artist
+
+    Rows that cannot be paintings go to ingest.rejected.parquet with a reason.
 
     Example: pbn ingest ~/kaggle/train_info.csv --images ~/kaggle/train
     """
@@ -77,9 +97,25 @@ def ingest(
 
     ws = workspace_(workspace)
     with ws.data_lock(), console.progress("ingest: reading headers", unit="images") as bar:
-        result = run(ws, csv, images=images, filename_column=filename_column, artist_column=artist_column,
-                     force=force, workers=workers, progress=bar)
+        result = run(ws, source, images=images, filename_column=filename_column, artist_column=artist_column,
+                     image_column=image_column, force=force, workers=workers, progress=bar)
     print_stage("ingest", result)
+    s = {} if result.skipped else result.summary
+    if s.get("empty_artist_folders"):
+        empty = s["empty_artist_folders"]
+        console.out.print(f"ingest: {len(empty)} artist folder{'s' * (len(empty) != 1)} with no paintings: "
+                          f"{', '.join(empty[:10])}"
+                          + (", ..." if len(empty) > 10 else ""), markup=False)
+    if s.get("hidden_skipped"):
+        n = s["hidden_skipped"]
+        console.out.print(f"ingest: skipped {n} hidden file{'s' * (n != 1)} or folder{'s' * (n != 1)} "
+                          "(names starting with '.')", markup=False)
+    if "image_folder" in s:
+        console.out.print(f"ingest: {s['images']} images in {s['image_folder']} "
+                          f"({s['rows_sharing_bytes']} rows share their bytes with another)", markup=False)
+    if s.get("columns_not_carried"):
+        console.out.print(f"ingest: image columns not carried along: {', '.join(s['columns_not_carried'])}",
+                          markup=False)
 
 
 @command

@@ -111,11 +111,15 @@ def runs(
     def num(x) -> str:
         return "" if x is None else f"{x:.3f}"
 
-    table = Table("run", "mode", "backbone", "epochs", "best val triplet acc", "test triplet acc", "test pair AUC")
+    table = Table("run", "mode", "backbone", "epochs", "best val triplet acc", "test triplet acc", "test pair AUC",
+                  "test top-1 hand", "test open-set AUROC")
     for r in rows:
         table.add_row(r["run"], r["mode"] or "", r["backbone"] or "", str(r["epochs"]), num(r["best_val_triplet_accuracy"]),
-                      num(r["test_triplet_accuracy"]), num(r["test_pair_auc"]))
+                      num(r["test_triplet_accuracy"]), num(r["test_pair_auc"]), num(r["test_attribution_top1"]),
+                      num(r["test_open_set_auroc"]))
     console.out.print(table)
+    if any(r["tensorboard"] for r in rows):
+        console.out.print(f"TensorBoard (training curves, the projector): tensorboard --logdir {workspace_(workspace).runs}")
     for r in rows:
         if r["damaged"]:
             console.out.print(f"run {r['run']}: damaged, shown without them: {', '.join(r['damaged'])} "

@@ -60,6 +60,11 @@ class Run:
         """Verdict calibration per checkpoint, keyed by the weights' fingerprint (written by eval)."""
         return self.folder / "calibration.json"
 
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of training (scalars) and eval (the projector), when tensorboard is installed."""
+        return self.folder / "tensorboard"
+
     def attribution(self, which: str) -> Path:
         """The attribution model (whitening, background, probability map) eval fitted for a checkpoint."""
         return self.folder / "attribution" / f"{which}.npz"

@@ -20,6 +20,7 @@ from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.core.manifest import Record, write_manifest
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import Run, find_run
+from pbn_cli.core.tracking import open_tracker
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation import report
@@ -48,7 +49,7 @@ class _Thumbnails:
         return np.asarray(self.data.images[self.rows[int(i)]])
 
 
-def _enough_pairs(rows, minimum: int = 20) -> bool:
+def _enough_pairs(rows, minimum: int = 10) -> bool:
     counts = np.bincount(rows.labels) if len(rows) else np.zeros(0, int)
     return int((counts * (counts - 1) // 2).sum()) >= minimum and (counts > 0).sum() >= 2
 
@@ -90,10 +91,9 @@ def evaluate_baseline(
     data = CacheData(ws)
     rows = _rows_to_evaluate(data, split)
     folder = ws.baseline(name, split)
-    fit_split = _calibration_split(data)
-    fit_rows = data.split(fit_split)
+    fit_splits = _calibration_splits(data)
     with locking.hold(folder.parent / f"{split}.lock", f"baseline {folder}"):
-        progress.start(len(rows) + len(fit_rows))
+        progress.start(len(rows) + sum(len(data.split(s)) for s in fit_splits))
 
         def embed(part) -> np.ndarray:
             out = []
@@ -103,10 +103,10 @@ def evaluate_baseline(
             return np.concatenate(out)
 
         emb = embed(rows)
-        calib = calibration.fit(embed(fit_rows), fit_rows.artists, seed)
+        calib = calibration.fit_parts([(embed(data.split(s)), data.split(s).artists) for s in fit_splits], seed)
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"))
         figures.update(calibration_figures(emb, rows.artists, calib, seed)[0])
-        figures.update(baseline=name, split=split, calibration_fitted_on=fit_split)
+        figures.update(baseline=name, split=split, calibration_fitted_on="+".join(fit_splits))
         _write_outputs(folder, rows, emb, figures, {"baseline": name, "split": split})
     return Evaluation(name, split, folder, figures)
 
@@ -120,12 +120,8 @@ def _rows_to_evaluate(data: CacheData, split: str):
     return rows
 
 
-CALIBRATION_NOTES = {
-    "val": "no calib split with enough pairs (`pbn split --calib-artists`): fitted on the training artists' val "
-           "paintings, which makes p(same) overconfident on new artists",
-    "train": "no calib or val split with enough pairs: fitted on the training pairs, which flatters the threshold "
-             "and makes p(same) overconfident on new artists",
-}
+CALIBRATION_NOTE = ("no calib or val split with enough pairs: fitted on the training pairs, which flatters the "
+                     "threshold and makes p(same) overconfident on new artists")
 
 
 def _background_rows(data: CacheData):
@@ -145,21 +141,28 @@ def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: boo
     return {name: emb[[at[i] for i in part.image_ids.astype(str)]] for name, part in parts.items()}
 
 
-def _attributor(embedded: dict, parts: dict, fit_split: str, seed: int) -> Attributor:
+def _attributor(embedded: dict, parts: dict, hands: str | None, seed: int) -> Attributor:
     """The attribution score's whitening and background (training paintings), and its open-set probabilities
-    fitted on episodes among the artists of ``fit_split`` (calib: never trained on)."""
-    bg, fit_rows = parts["background"], parts["fit"]
+    fitted on episodes among the artists of ``hands`` (calib: never trained on)."""
+    bg = parts["background"]
     att = fit_attribution(embedded["background"], bg.artists, bg.image_ids)
-    if fit_split != "train":
-        att.open_set = fit_open_set(att, embedded["fit"], fit_rows.artists, fit_rows.image_ids, seed)
-    att.fitted_on = {"whitening": f"{len(bg)} training paintings",
-                     "probability": f"{fit_split} ({len(np.unique(fit_rows.artists))} artists)" if att.open_set else "none"}
+    if hands is not None:
+        att.open_set = fit_open_set(att, embedded[hands], parts[hands].artists, parts[hands].image_ids, seed)
+    att.fitted_on = {"whitening": f"{len(bg)} training paintings", "probability":
+                     f"{hands} ({len(np.unique(parts[hands].artists))} artists)" if att.open_set else "none"}
     return att
 
 
-def _calibration_split(data: CacheData) -> str:
-    """calib (artists never trained on); val when calib is missing or too small to fit; else train."""
-    return next((name for name in ("calib", "val") if _enough_pairs(data.split(name))), "train")
+def _calibration_splits(data: CacheData) -> list[str]:
+    """Where the verdict is fitted: val (the training artists' held-out paintings: many hands) and calib (hands
+    never trained on), each weighing half (docs/metrics.md says why); train when neither has enough pairs."""
+    return [name for name in ("val", "calib") if _enough_pairs(data.split(name))] or ["train"]
+
+
+def _hands_split(data: CacheData) -> str | None:
+    """Where attribution's probabilities are fitted: calib (hands never trained on), else val; None if neither has
+    two artists with pairs."""
+    return next((name for name in ("calib", "val") if _enough_pairs(data.split(name))), None)
 
 
 def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: dict) -> None:
@@ -203,15 +206,17 @@ def evaluate(
     rows = _rows_to_evaluate(data, split)
     folder = run.eval_folder(split, which)
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
-        fit_split = _calibration_split(data)
-        parts = {"eval": rows, "fit": data.split(fit_split), "background": _background_rows(data)}
+        fit_splits, hands = _calibration_splits(data), _hands_split(data)
+        parts = {"eval": rows, "background": _background_rows(data),
+                 **{name: data.split(name) for name in {*fit_splits, *([hands] if hands else [])}}}
         embedded = _embed(model, ws, data, parts, device, half, progress)
         emb = embedded["eval"]
-        calib = calibration.fit(embedded["fit"], parts["fit"].artists, seed)
+        calib = calibration.fit_parts([(embedded[s], parts[s].artists) for s in fit_splits], seed)
+        fit_split = "+".join(fit_splits)
         calib.update(checkpoint=which, epoch=model.epoch, weights=model.fingerprint(), fitted_on=fit_split)
-        if fit_split != "calib":
-            calib["note"] = CALIBRATION_NOTES[fit_split]
-        att = _attributor(embedded, parts, fit_split, seed)
+        if fit_splits == ["train"]:
+            calib["note"] = CALIBRATION_NOTE
+        att = _attributor(embedded, parts, hands, seed)
         pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
         reliable, probabilities = calibration_figures(emb, rows.artists, calib, seed)
@@ -226,4 +231,25 @@ def evaluate(
         report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {model.epoch})",
                             figures, pictures, model.config.to_dict(), baseline_metrics(ws, split), counts, run.curves)
         _write_outputs(folder, rows, emb, figures, {"run": run.name, "checkpoint": which, "split": split})
+        _project(run, f"{split}-{which}", emb, rows, data)
     return Evaluation(run.name, split, folder, figures)
+
+
+PROJECTED = 2000  # paintings shown in TensorBoard's projector (an even sample of larger splits)
+
+
+def _project(run: Run, tag: str, emb: np.ndarray, rows, data: CacheData, side: int = 48) -> None:
+    """The split's embeddings in TensorBoard's projector, each painting as its picture, labelled by its artist."""
+    tracker = open_tracker(run.tensorboard)
+    if tracker.folder is None:
+        return
+    import torch
+    import torch.nn.functional as F
+
+    pick = np.unique(np.linspace(0, len(rows) - 1, min(PROJECTED, len(rows))).round().astype(int))
+    pixels = torch.from_numpy(data.gather(rows.rows[pick])).permute(0, 3, 1, 2).float() / 255
+    sprites = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    try:
+        tracker.embedding(emb[pick], [str(a) for a in rows.artists[pick]], sprites.clamp(0, 1), tag)
+    finally:
+        tracker.close()

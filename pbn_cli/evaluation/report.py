@@ -54,6 +54,14 @@ def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int,
     return made
 
 
+CALIBRATION_WORDS = {
+    "val+calib": "the training artists' held-out paintings (val) and the calibration artists, never trained on (calib), "
+                 "each weighing half",
+    "calib": "the calibration artists, never trained on (calib)",
+    "val": "the training artists' held-out paintings (val)",
+}
+
+
 def attribution_lines(figures: dict) -> list[str]:
     """The report's attribution section (docs/metrics.md, "Attribution")."""
     if not figures.get("attribution_divisions"):
@@ -89,13 +97,11 @@ def write_report(folder: Path, title: str, figures: dict, pictures: dict[str, st
         base = f"{baseline.get(key, float('nan')):.3f} | " if baseline else ""
         lines.append(f"| {name} | {figures[key]:.3f} | {lo:.3f} – {hi:.3f} | {base}{meaning} |")
     fitted = figures.get("calibration_fitted_on")
-    lines += ["", f"Verdict threshold: distance ≤ {figures['threshold']:.3f} means the same artist"
-              + (f"; it and p(same) are fitted on the {fitted} split" if fitted else " (fitted on this split)")
-              + (", artists never trained on." if fitted == "calib" else ".")]
-    if fitted and fitted != "calib":
-        lines += ["", "There was no calibration split with enough pairs (`pbn split --calib-artists`), so the verdict "
-                  f"was fitted on the {fitted} split's artists, which the network was trained on: p(same) will be "
-                  "overconfident on new artists."]
+    lines += ["", f"Verdict threshold: distance ≤ {figures['threshold']:.3f} means the same artist; it and p(same) "
+              f"are fitted on {CALIBRATION_WORDS.get(fitted, f'the {fitted} split')} (docs/metrics.md)."]
+    if fitted == "train":
+        lines += ["", "There was no val or calib split with enough pairs, so the verdict was fitted on the training "
+                  "pairs: p(same) will be overconfident on new artists."]
     lines += ["", *attribution_lines(figures)]
     if curves is not None and curves.exists():
         shutil.copyfile(curves, folder / "curves.png")

@@ -34,5 +34,8 @@ def summarize(run: Run) -> dict:
         "best_val_triplet_accuracy": None if best is None or best != best else float(best),
         "test_triplet_accuracy": figures.get("triplet_accuracy"),
         "test_pair_auc": figures.get("pair_auc"),
+        "test_open_set_auroc": figures.get("open_set_auroc"),
+        "test_attribution_top1": figures.get("attribution_top1"),
+        "tensorboard": str(run.tensorboard) if run.tensorboard.is_dir() else None,
         "damaged": damaged,
     }

@@ -32,7 +32,7 @@ def verdict(model: TrainedModel, a: np.ndarray, b: np.ndarray) -> Verdict:
     return Verdict(distance, threshold, model.probability(distance), distance <= threshold, model.name)
 
 
-def compare(model: TrainedModel, a: Path, b: Path, device: torch.device) -> Verdict:
+def compare(model: TrainedModel, a: Path, b: Path, *, device: torch.device) -> Verdict:
     emb = model.embed_files([a, b], device)
     return verdict(model, emb[0], emb[1])
 

@@ -136,32 +136,33 @@ def evidence(a: Tiles, b: Tiles) -> Evidence:
 
 
 def evidence_sheet(ev: Evidence, path: Path, title: str, pairs: int = 5) -> None:
-    """Both paintings upright, each with its heat; the strongest matching regions joined by lines; a legend."""
+    """Both paintings upright, each with its heat; the strongest matching regions numbered and joined; a legend."""
     from matplotlib.patches import ConnectionPatch, Rectangle
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 6.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 6.6))
     lo, hi = float(ev.similarity.min()), float(ev.similarity.max())
     shown = None
     for ax, t, heat in zip(axes, (ev.a, ev.b), (ev.heat_a, ev.heat_b)):
         ax.imshow(t.pixels)
         shown = ax.imshow(t.heat(heat), cmap="inferno", alpha=0.5, vmin=lo, vmax=hi)
-        ax.set(xticks=[], yticks=[], title=short(t.name, 40))
+        ax.set(xticks=[], yticks=[], title=short(t.name, 48))
     colours = plt.get_cmap("tab10")
-    for n, (i, j, sim) in enumerate(ev.strongest(pairs)):
+    strongest = ev.strongest(pairs)
+    for n, (i, j, sim) in enumerate(strongest):
         ends = []
         for ax, t, k in ((axes[0], ev.a, i), (axes[1], ev.b, j)):
             top, left, size = t.boxes[k]
             ax.add_patch(Rectangle((left, top), size, size, fill=False, lw=2, ec=colours(n)))
+            ax.text(left + 6, top + 6, str(n + 1), color="white", fontsize=11, fontweight="bold", va="top",
+                    bbox={"facecolor": colours(n), "edgecolor": "none", "pad": 1.5})
             ends.append((left + size / 2, top + size / 2))
-        fig.add_artist(ConnectionPatch(ends[0], ends[1], "data", "data", axesA=axes[0], axesB=axes[1], color=colours(n),
-                                       lw=1.6, label=f"match {n + 1}: similarity {sim:.2f}"))
-        axes[0].text(ends[0][0], ends[0][1], str(n + 1), color="white", fontsize=11, ha="center", va="center",
-                     fontweight="bold")
-    bar = fig.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.05, pad=0.04)
-    bar.set_label("how closely this region resembles the most similar region of the other painting "
-                  "(cosine similarity of their embeddings)")
-    fig.suptitle(title)
-    fig.legend(loc="upper right", fontsize=8, frameon=False, title="boxes: the strongest matching regions",
-               title_fontsize=8)
+        fig.add_artist(ConnectionPatch(ends[0], ends[1], "data", "data", axesA=axes[0], axesB=axes[1],
+                                       color=colours(n), lw=1.6, alpha=0.8))
+    bar = fig.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.045, pad=0.03, format="%.2f")
+    bar.set_label("colour: how closely a region resembles its closest region in the other painting "
+                  "(cosine similarity of their embeddings; bright = close)")
+    matches = ", ".join(f"{n + 1}: {sim:.3f}" for n, (_, _, sim) in enumerate(strongest))
+    fig.suptitle(f"{title}\nnumbered boxes, joined: the {len(strongest)} most similar pairs of regions, no two "
+                 f"overlapping much (similarity {matches})", fontsize=11)
     save_figure(fig, path)

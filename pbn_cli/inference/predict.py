@@ -222,7 +222,7 @@ def _output_lock(output: Path) -> Path:
     return output.parent / f".{output.name}.lock"
 
 
-def predict(model, pairs_csv: Path, images: Path, output: Path, device, *, missing: str = "error",
+def predict(model, pairs_csv: Path, images: Path, output: Path, *, device, missing: str = "error",
             cache: EmbedCache | None = None, workers: int | None = None, progress: Progress = SILENT) -> Prediction:
     """Read, embed, score and write ``output`` (refused while another predict writes it)."""
     if missing not in MISSING:

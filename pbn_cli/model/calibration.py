@@ -43,15 +43,17 @@ def balanced_pairs(artists, seed: int, max_pairs: int = 50_000) -> tuple[np.ndar
     return i, j, same
 
 
-def best_threshold(d: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """The threshold t (same artist when d <= t) of best balanced accuracy, and that accuracy."""
+def best_threshold(d: np.ndarray, same: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """The threshold t (same artist when d <= t) of best balanced accuracy, and that accuracy (pairs weighted)."""
     order = np.argsort(d, kind="stable")
     ds, ys = d[order], same[order]
+    w = np.ones(len(d)) if weights is None else np.asarray(weights, np.float64)[order]
     del order
-    n_pos, n_neg = ys.sum(), (~ys).sum()
-    tp = np.cumsum(ys, dtype=np.int64)  # same-artist pairs at or below each cut
-    bal = (0.5 / n_pos) * tp + (0.5 / n_neg) * (n_neg - (np.arange(1, len(ys) + 1) - tp))
-    del tp
+    n_pos, n_neg = w[ys].sum(), w[~ys].sum()
+    tp = np.cumsum(np.where(ys, w, 0.0))  # same-artist weight at or below each cut
+    fp = np.cumsum(np.where(ys, 0.0, w))
+    bal = (0.5 / n_pos) * tp + (0.5 / n_neg) * (n_neg - fp)
+    del tp, fp
     bal[:-1][ds[1:] == ds[:-1]] = -1  # cut only between distinct distances
     k = int(np.argmax(bal))
     if bal[k] < 0.5:  # never better than calling everything "different"
@@ -60,16 +62,18 @@ def best_threshold(d: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     return float(t), float(bal[k])
 
 
-def fit_platt(d: np.ndarray, same: np.ndarray, iterations: int = 100) -> tuple[float, float]:
-    """(a, b) of p(same | d) = 1 / (1 + exp(a·d + b)) by Newton's method (with a tiny ridge)."""
+def fit_platt(d: np.ndarray, same: np.ndarray, iterations: int = 100,
+              weights: np.ndarray | None = None) -> tuple[float, float]:
+    """(a, b) of p(same | d) = 1 / (1 + exp(a·d + b)) by Newton's method (with a tiny ridge; pairs weighted)."""
     x = np.stack([d, np.ones_like(d)], 1).astype(np.float64)
     y = same.astype(np.float64)
+    v = np.ones(len(d)) if weights is None else np.asarray(weights, np.float64)
     w = np.zeros(2)
     for _ in range(iterations):
         z = np.clip(x @ w, -50, 50)
         p = 1 / (1 + np.exp(z))  # probability of "same"
-        grad = x.T @ (y - p)  # gradient of the negative log-likelihood (p falls as z rises)
-        h = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        grad = x.T @ (v * (y - p))  # gradient of the negative log-likelihood (p falls as z rises)
+        h = (x * (v * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
         step = np.linalg.solve(h, grad)
         w = w - step
         if np.abs(step).max() < 1e-10:
@@ -83,13 +87,25 @@ def probability(d, a: float, b: float) -> np.ndarray:
 
 def fit(emb: np.ndarray, artists, seed: int) -> dict:
     """Threshold and Platt map fitted on balanced pairs of ``emb``; {} when there are no pairs."""
-    i, j, same = balanced_pairs(artists, seed)
-    if len(i) == 0:
+    return fit_parts([(emb, artists)], seed)
+
+
+def fit_parts(parts: list[tuple[np.ndarray, object]], seed: int) -> dict:
+    """Threshold and Platt map fitted on balanced pairs of each part (embeddings, artists), every part weighing the
+    same however many pairs it has; {} when there are no pairs."""
+    d, same, weight = [], [], []
+    for emb, artists in parts:
+        i, j, y = balanced_pairs(artists, seed)
+        if len(i):
+            d.append(row_distances(emb[i], emb[j]))
+            same.append(y)
+            weight.append(np.full(len(i), 1.0 / len(i)))
+    if not d:
         return {}
-    d = row_distances(emb[i], emb[j])
-    threshold, accuracy = best_threshold(d, same)
-    a, b = fit_platt(d, same)
-    return {"threshold": threshold, "platt_a": a, "platt_b": b, "fit_accuracy": accuracy, "fit_pairs": int(len(i))}
+    d, same, weight = np.concatenate(d), np.concatenate(same), np.concatenate(weight) * len(np.concatenate(d))
+    threshold, accuracy = best_threshold(d, same, weight)
+    a, b = fit_platt(d, same, weights=weight)
+    return {"threshold": threshold, "platt_a": a, "platt_b": b, "fit_accuracy": accuracy, "fit_pairs": int(len(d))}
 
 
 def equal_error_rate(d: np.ndarray, same: np.ndarray, weights: np.ndarray | None = None) -> float:

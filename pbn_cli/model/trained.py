@@ -159,6 +159,10 @@ def export(model: TrainedModel, path: Path) -> None:
 
 
 def from_file(path: Path) -> TrainedModel:
+    if Path(path).suffix.lower() == ".onnx":  # an ONNX export answers through onnxruntime (model/onnx_model.py)
+        from pbn_cli.model.onnx_model import load
+
+        return load(Path(path))
     state = checkpoint.load(Path(path))
     if state.get("kind") != KIND:
         raise PbnError(f"{path} is a training checkpoint, not an exported model; make one with `pbn export RUN FILE`")

@@ -30,6 +30,7 @@ from pbn_cli.core.errors import InputError, LockedError, PbnError
 from pbn_cli.core.manifest import Record, write_manifest
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import Run
+from pbn_cli.core.tracking import Tracker, open_tracker
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model import checkpoint, metrics
@@ -87,6 +88,7 @@ class TrainState:
     best: float = -math.inf
     history: list = field(default_factory=list)
     aug_state: torch.Tensor | None = None  # a resumed epoch's augmentation generator
+    tracker: Tracker = field(default_factory=Tracker)  # TensorBoard when installed (rank 0)
 
     @property
     def steps(self) -> int:
@@ -109,7 +111,11 @@ def train(ws: Workspace, config: TrainConfig, *, run_name: str | None = None, re
             with lock, stop_on_ctrl_c(progress) as cursor:
                 state = setup(ws, config, run, resume=resume, device=device, dist=dist, progress=progress,
                               cursor=cursor, changes=changes or {})
-                stopped = fit(state)
+                state.tracker = open_tracker(run.tensorboard, dist.primary)
+                try:
+                    stopped = fit(state)
+                finally:
+                    state.tracker.close()
                 return Summary(run.name, state.epoch, state.steps, state.best, stopped, pd.DataFrame(state.history))
         except BaseException:
             if fresh and not run.last.exists():  # failed before its first checkpoint: leave no empty run behind
@@ -284,6 +290,7 @@ def measure_start(state: TrainState) -> float:
     row = {"epoch": 0, "train_loss": float("nan"), **validate(state), "lr": 0.0, "images_per_s": float("nan")}
     row["seconds"] = time.monotonic() - t0
     state.history.append(row)
+    _track_epoch(state, row)
     if not math.isnan(row["val_triplet_accuracy"]):
         state.best = row["val_triplet_accuracy"]
     save(state, state.run.start)
@@ -338,6 +345,9 @@ def train_one_epoch(state: TrainState, batches: list, generator: torch.Generator
             cursor.loss_sum = total.item()  # the only host sync: every log_every steps
             if not math.isfinite(cursor.loss_sum):
                 raise FloatingPointError(f"step {step + 1}")
+            state.tracker.scalars({"train/loss": cursor.loss_sum / (step + 1),
+                                   **{f"lr/group{g}": group["lr"] for g, group in enumerate(state.optimizer.param_groups)}},
+                                  state.epoch * state.schedule.steps_per_epoch + step + 1)
             progress.advance(step + 1 - shown)
             progress.info(f"loss {cursor.loss_sum / (step + 1):.4f}")
             shown = step + 1
@@ -359,6 +369,7 @@ def end_epoch(state: TrainState, loss: float, images: int, seconds: float) -> No
     row = {"epoch": state.epoch, "train_loss": loss, **validate(state), "lr": lr,
            "images_per_s": images * state.dist.world / seconds, "seconds": seconds}
     state.history.append(row)
+    _track_epoch(state, row)
     metric = row["val_triplet_accuracy"]
     improved = math.isnan(metric) or metric > state.best
     state.best = metric if improved and not math.isnan(metric) else state.best
@@ -369,6 +380,14 @@ def end_epoch(state: TrainState, loss: float, images: int, seconds: float) -> No
     write_manifest(state.run.history, frame, Record("history", {"run": state.run.name}))
     training_curves(frame, state.run.curves, state.run.name)
     state.progress.message(epoch_line(row))
+
+
+def _track_epoch(state: TrainState, row: dict) -> None:
+    """An epoch's figures in TensorBoard, at the step it ended on (epoch 0: the pretrained network)."""
+    state.tracker.scalars({"val/triplet_accuracy": row["val_triplet_accuracy"], "val/pair_auc": row["val_pair_auc"],
+                           "epoch/train_loss": row["train_loss"], "epoch/images_per_s": row["images_per_s"],
+                           "epoch/seconds": row.get("seconds", float("nan")), "epoch/lr": row["lr"]},
+                          row["epoch"] * state.schedule.steps_per_epoch)
 
 
 def validate(state: TrainState) -> dict:

@@ -81,12 +81,12 @@ def main() -> None:
 
         model = models.from_run(Workspace(args.workspace), args.run)
         device = select_device("auto")
-        compare(model, files[-1], files[-2], device)  # network built once, as in the server
+        compare(model, files[-1], files[-2], device=device)  # network built once, as in the server
         library = []
         for i in range(args.repeats):
             a, b = files[2 * args.repeats + 2 * i], files[2 * args.repeats + 2 * i + 1]
             t = time.perf_counter()
-            compare(model, a, b, device)
+            compare(model, a, b, device=device)
             library.append(time.perf_counter() - t)
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pbn_cli", "compare", str(files[0]), str(files[1]), "--json",
@@ -123,6 +123,7 @@ def shots(url: str, files: list[Path], folder: Path, chromium: str) -> None:
         page.click("#compare-go")
         page.wait_for_selector("#compare-result", state="visible")
         loaded = "[...document.images].filter(i => i.offsetParent).every(i => i.complete && i.naturalWidth > 0)"
+        page.wait_for_selector("#compare-evidence", state="visible")
         page.wait_for_function(loaded)
         page.screenshot(path=str(folder / "serve-compare.png"), full_page=True)
         verdict = {k: page.inner_text(f"#{k}") for k in ("verdict", "probability", "distance", "threshold")}
@@ -132,6 +133,12 @@ def shots(url: str, files: list[Path], folder: Path, chromium: str) -> None:
         page.wait_for_selector("#search-result", state="visible")
         page.wait_for_function(loaded)
         page.screenshot(path=str(folder / "serve-search.png"), full_page=True)
+        page.click("nav button[data-view=attribute]")
+        page.set_input_files("#file-h", str(files[0]))
+        page.click("#attribute-go")
+        page.wait_for_selector("#attribute-result", state="visible")
+        page.wait_for_function(loaded)
+        page.screenshot(path=str(folder / "serve-attribute.png"), full_page=True)
         page.click("nav button[data-view=runs]")
         page.wait_for_selector("#run-table tr:nth-child(2)")
         page.locator("#run-table tr:nth-child(2) button").first.click()
@@ -141,7 +148,8 @@ def shots(url: str, files: list[Path], folder: Path, chromium: str) -> None:
         page.screenshot(path=str(folder / "serve-runs.png"), full_page=False)
         browser.close()
     print("page showed:", json.dumps(verdict), "for", files[0].name, files[1].name)
-    print(f"screenshots: {', '.join(str(folder / n) for n in ('serve-compare.png', 'serve-search.png', 'serve-runs.png'))}")
+    names = ("serve-compare.png", "serve-search.png", "serve-attribute.png", "serve-runs.png")
+    print(f"screenshots: {', '.join(str(folder / n) for n in names)}")
 
 
 if __name__ == "__main__":
