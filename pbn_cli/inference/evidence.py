@@ -130,8 +130,10 @@ def _overlap(x, y) -> float:
 
 
 def evidence(a: Tiles, b: Tiles) -> Evidence:
-    ea = a.emb / np.maximum(np.linalg.norm(a.emb, axis=1, keepdims=True), 1e-12)
-    eb = b.emb / np.maximum(np.linalg.norm(b.emb, axis=1, keepdims=True), 1e-12)
+    """Every tile of ``a`` against every tile of ``b`` (cosine, in float64: near neighbours differ in late digits)."""
+    ea, eb = (t.emb.astype(np.float64) for t in (a, b))
+    ea /= np.maximum(np.linalg.norm(ea, axis=1, keepdims=True), 1e-12)
+    eb /= np.maximum(np.linalg.norm(eb, axis=1, keepdims=True), 1e-12)
     return Evidence(a, b, ea @ eb.T)
 
 

@@ -160,7 +160,9 @@ def scores(hands: Known, zq: np.ndarray, q_ids, k: int = BACKGROUND_K) -> np.nda
 
 def probabilities(att: Attributor, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(Q, A) p(by hand a) and (Q,) p(by a hand not known), from the scores (softmax with an unknown hand)."""
-    beta, t = att.open_set if att.open_set else (math.nan, math.nan)
+    if att.open_set is None:  # no probability model (eval found no artists to fit it on)
+        return np.full(s.shape, np.nan), np.full(len(s), np.nan)
+    beta, t = att.open_set
     logits = np.concatenate([beta * s, np.full((len(s), 1), beta * t)], 1)
     logits -= np.max(np.where(np.isfinite(logits), logits, -np.inf), 1, keepdims=True)
     e = np.where(np.isfinite(logits), np.exp(logits), 0.0)
