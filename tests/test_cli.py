@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -69,3 +70,17 @@ def test_gpu_is_one_shared_option():
     commands = typer.main.get_command(app).commands
     helps = {c: next(p.help for p in commands[c].params if p.name == "gpu") for c in ("train", "eval", "predict")}
     assert len(set(helps.values())) == 1
+
+
+def test_shell_completion_completes_commands_and_options():
+    import os
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_PBN_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        pbn = str(Path(sys.executable).parent / "pbn")  # the installed command, as a shell calls it
+        out = subprocess.run([pbn], env=env, capture_output=True, text=True)
+        return out.stdout.split()
+
+    assert complete("pbn att", 1) == ["attribute"]
+    assert "--preset" in complete("pbn train --pre", 2)
+    assert "--install-completion" in runner.invoke(app, ["--help"]).output
