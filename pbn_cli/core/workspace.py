@@ -39,6 +39,11 @@ class Workspace:
         return self.root / "runs"
 
     @property
+    def images(self) -> Path:
+        """Paintings extracted from an ingested table (stages/ingest.py), named by their bytes."""
+        return self.root / "images"
+
+    @property
     def embeddings(self) -> Path:
         """The embedding stores, one folder per model (model/store.py)."""
         return self.root / "embeddings"

@@ -39,8 +39,6 @@ from pbn_cli.stages.common import StageResult, reason_counts
 #: the columns pbn's stages write; a CSV's own columns of these names are not carried along
 RESERVED = ("image_id", "filename", "path", "artist", "format", "width", "height", "mode", "bytes", "sha256", "split",
             "cache_row", "phash", "digest", "near_duplicate_group", "csv_row")
-#: where a table's images are written, inside the workspace
-IMAGES_FOLDER = "images"
 PROBED = ("format", "width", "height", "mode", "bytes")
 
 
@@ -252,7 +250,7 @@ def _ingest_table(ws: Workspace, path: Path, *, artist_column: str | None, image
                   workers: int | None, progress: Progress) -> StageResult:
     """A Parquet table with the images inside: images written into the workspace, other columns carried along."""
     source = tables.open_tables(path, image_column=image_column, artist_column=artist_column)
-    root = (ws.root / IMAGES_FOLDER).resolve()
+    root = ws.images.resolve()
     params = {"table": str(source.path), "layout": "table", "image_column": source.image_column,
               "artist_column": source.artist_column, "images": str(root)}
     inputs = {"table": source.fingerprint}

@@ -18,7 +18,7 @@ and ``train_one_epoch`` runs a fixed number of steps. Variants:
 Prints images/s and peak memory. Run by tests/benchmarks/gpu_check.sh;
 ``--device cpu --steps 1`` is the smoke test that keeps the script runnable.
 
-Usage: python tests/benchmarks/gpu_train.py [--device cuda] [--steps 30] [--batch 128]
+Usage: python tests/benchmarks/gpu_train.py [--device cuda] [--steps 30] [--batch 128] [--paintings 768]
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--backbones", default="resnet50,compact")
+    ap.add_argument("--paintings", type=int, default=768, help="random paintings in the workspace (96 artists)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -151,7 +152,7 @@ def main() -> None:
         variants.append((f"pbn step, --compile ({precision})", True, contextlib.nullcontext))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        ws = fixed_workspace(Path(tmp) / "ws")
+        ws = fixed_workspace(Path(tmp) / "ws", args.paintings, min(96, args.paintings // 8))
         for backbone in args.backbones.split(","):
             for k, (name, comp, patch) in enumerate(variants):
                 if device.type == "cuda":
