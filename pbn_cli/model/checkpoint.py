@@ -38,7 +38,8 @@ def check_cache(state: dict, cache_size: int, run: str) -> None:
             f"run {run} was trained on a {trained}-px cache but the workspace's cache is now {cache_size} px; "
             f"re-run `pbn resize --size {trained} --force`, or train a new run on this cache"
         )
-    if config.get("view") == "crop" and input_size > cache_size:
+    view = config.get("model", {}).get("view", config.get("view"))  # older checkpoints kept it beside the model
+    if view == "crop" and input_size > cache_size:
         raise InputError(f"run {run} sees {input_size}-px crops, larger than the workspace's {cache_size}-px cache; "
                          f"re-run `pbn resize --size {input_size} --force` or larger")
 
