@@ -136,6 +136,8 @@ def test_compare_with_the_onnx_model_gives_the_runs_verdict(exported, tmp_path, 
     assert (tmp_path / "v.png").exists()
     evidence = runner.invoke(app, ["compare", a, b, "--model", str(path), "--evidence", "e.png"])
     assert evidence.exit_code == 2 and "is an ONNX model" in one_error_line(evidence.output)
+    who = runner.invoke(app, ["attribute", a, "--model", str(path), "-w", str(ws)])
+    assert who.exit_code == 2 and "carries no attribution model" in one_error_line(who.output), who.output
 
 
 def _onnx_file(path, elem_type: int, shape: list, metadata: dict | None = None):

@@ -146,10 +146,14 @@ def _attributor(embedded: dict, parts: dict, hands: str | None, seed: int) -> At
     fitted on episodes among the artists of ``hands`` (calib: never trained on)."""
     bg = parts["background"]
     att = fit_attribution(embedded["background"], bg.artists, bg.image_ids)
-    if hands is not None:
-        att.open_set = fit_open_set(att, embedded[hands], parts[hands].artists, parts[hands].image_ids, seed)
-    att.fitted_on = {"whitening": f"{len(bg)} training paintings", "probability":
-                     f"{hands} ({len(np.unique(parts[hands].artists))} artists)" if att.open_set else "none"}
+    att.fitted_on = {"whitening": f"{len(bg)} training paintings", "probability": "none"}
+    if hands is None:
+        return att
+    part = "background" if hands == "train" else hands  # from training, at most BACKGROUND_MAX paintings
+    att.open_set = fit_open_set(att, embedded[part], parts[part].artists, parts[part].image_ids, seed)
+    if att.open_set:
+        note = " (trained hands: overconfident on new ones)" if hands == "train" else ""
+        att.fitted_on["probability"] = f"{hands} ({len(np.unique(parts[part].artists))} artists){note}"
     return att
 
 
@@ -160,9 +164,10 @@ def _calibration_splits(data: CacheData) -> list[str]:
 
 
 def _hands_split(data: CacheData) -> str | None:
-    """Where attribution's probabilities are fitted: calib (hands never trained on), else val; None if neither has
-    two artists with pairs."""
-    return next((name for name in ("calib", "val") if _enough_pairs(data.split(name))), None)
+    """Where attribution's probabilities are fitted: calib (hands never trained on), else val, else train (the
+    report says so: trained hands make them overconfident); None if not even train has two artists with pairs."""
+    return next((name for name in ("calib", "val") if _enough_pairs(data.split(name))),
+                "train" if _enough_pairs(data.split("train"), minimum=1) else None)
 
 
 def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: dict) -> None:
@@ -208,7 +213,7 @@ def evaluate(
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
         fit_splits, hands = _calibration_splits(data), _hands_split(data)
         parts = {"eval": rows, "background": _background_rows(data),
-                 **{name: data.split(name) for name in {*fit_splits, *([hands] if hands else [])}}}
+                 **{name: data.split(name) for name in {*fit_splits, *([hands] if hands in ("calib", "val") else [])}}}
         embedded = _embed(model, ws, data, parts, device, half, progress)
         emb = embedded["eval"]
         calib = calibration.fit_parts([(embedded[s], parts[s].artists) for s in fit_splits], seed)

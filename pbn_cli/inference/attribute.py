@@ -25,6 +25,7 @@ from pbn_cli.data.cache import CacheData
 from pbn_cli.inference.search import Gallery, gallery, same_file
 from pbn_cli.model import attribution as scoring
 from pbn_cli.model.metrics import row_distances
+from pbn_cli.model.onnx_model import OnnxModel
 from pbn_cli.model.trained import TrainedModel
 
 AMONG = ("all", "train", "val", "calib", "test")
@@ -58,9 +59,12 @@ def check_request(model: TrainedModel, among: str, k: int) -> scoring.Attributor
         raise InputError(f"--among must be one of {', '.join(AMONG)}, got {among!r}")
     if k < 1:
         raise InputError("-k must be at least 1")
+    if isinstance(model, OnnxModel):
+        raise InputError(f"{model.path.name} is an ONNX model, which carries no attribution model: attribute with "
+                         f"the run (--run {model.name}) or a .pt made by `pbn export {model.name} FILE.pt`")
     if model.attributor is None or model.attributor.open_set is None:
         raise InputError(f"run {model.name} has no attribution model for its {model.which} checkpoint: `pbn eval "
-                         f"--run {model.name}` fits it (it needs a calib or val split of two artists or more)")
+                         f"--run {model.name}` fits it (it needs two artists with two paintings each, in calib, val or train)")
     return model.attributor
 
 
