@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from pbn_cli.core.errors import InputError
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 #: Pillow's own bomb limit; we check sizes ourselves against it
 PILLOW_LIMIT = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -239,3 +241,13 @@ def load_rgb(
         raise ImageReadError("image too large to decode in memory") from None
     except Exception as err:  # Pillow raises many kinds for bad files
         raise ImageReadError(_reason(err)) from None
+
+
+def read_painting(path, size: int, fit: str, name: str | None = None) -> np.ndarray:
+    """A painting a user names, as a model sees it (``load_rgb``); ``InputError`` in one line when it cannot be read."""
+    if not os.path.isfile(path):
+        raise InputError(f"{name or path} does not exist")
+    try:
+        return load_rgb(str(path), size, fit)
+    except ImageReadError as err:
+        raise InputError(f"cannot read {name or path}: {err}") from None

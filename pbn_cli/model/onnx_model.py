@@ -166,7 +166,7 @@ class OnnxModel:
     """An exported ONNX model answering as a ``TrainedModel`` does for ``compare``: through onnxruntime alone.
 
     (``model/trained.py`` imports this module to load ``.onnx`` files, so this one names ``TrainedModel`` without
-    importing it: ``read`` repeats its few lines around the image door.)
+    importing it; both read paintings through ``imaging.read_painting``.)
     """
 
     path: Path
@@ -183,12 +183,7 @@ class OnnxModel:
 
     def read(self, path: Path, name: str | None = None) -> np.ndarray:
         """A painting file as the model sees it: the image door with the cache's size and fit (as ``TrainedModel.read``)."""
-        if not Path(path).is_file():
-            raise InputError(f"{name or path} does not exist")
-        try:
-            return imaging.load_rgb(str(path), self.image_size, self.fit)
-        except imaging.ImageReadError as err:
-            raise InputError(f"cannot read {name or path}: {err}") from None
+        return imaging.read_painting(path, self.image_size, self.fit, name)
 
     def embed_batch(self, images: np.ndarray) -> np.ndarray:
         """(B, D) float32 embeddings of uint8 (B, S, S, 3) paintings."""

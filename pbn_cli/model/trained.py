@@ -64,12 +64,7 @@ class TrainedModel:
 
     def read(self, path: Path, name: str | None = None) -> np.ndarray:
         """A painting file as the model sees it (the image door, with the cache's size and fit); one line if unreadable."""
-        if not Path(path).is_file():
-            raise InputError(f"{name or path} does not exist")
-        try:
-            return imaging.load_rgb(str(path), self.image_size, self.fit)
-        except imaging.ImageReadError as err:
-            raise InputError(f"cannot read {name or path}: {err}") from None
+        return imaging.read_painting(path, self.image_size, self.fit, name)
 
     def embed_one(self, pixels: np.ndarray, device: torch.device) -> np.ndarray:
         """The embedding of one painting read by ``read``, computed alone (so it never depends on its neighbours in a batch)."""
