@@ -176,8 +176,8 @@ def test_protocol_figures_equal_a_naive_count():
     assert 0.5 <= figures["open_set_auroc"] <= 1 and figures["attribution_divisions"] == 4
 
 
-def test_the_heat_peaks_on_a_region_copied_from_the_other_painting(tmp_path, evaluated_run):
-    """A painting holding a patch of another: the evidence's hottest region of the first is that patch."""
+def test_a_region_copied_from_the_other_painting_is_the_strongest_match(tmp_path, evaluated_run):
+    """A painting holding a patch of another: the strongest pair of regions joins the patch to where it came from."""
     from pbn_cli.core.device import select_device
     from pbn_cli.core.workspace import Workspace
     from pbn_cli.model import trained
@@ -187,19 +187,36 @@ def test_the_heat_peaks_on_a_region_copied_from_the_other_painting(tmp_path, eva
     other = (rng.uniform(size=(192, 192, 3)) * 255).astype(np.uint8)
     noise = np.kron(rng.uniform(size=(24, 24, 3)), np.ones((8, 8, 1)))  # coarse blocks: another "hand"
     first = (np.clip(noise * 255, 0, 255)).astype(np.uint8)
-    first[107:192, 0:85] = other[27:112, 53:138]  # the copied passage, bottom left (on the tiles' grid)
+    first[120:192, 0:72] = other[120:192, 120:192]  # copied on the tiles' grid (5 tiles of 32 px a side, 40 apart):
+    # bottom right of other, bottom left here
     paths = [tmp_path / "first.png", tmp_path / "other.png"]
     for path, pixels in zip(paths, (first, other)):
         Image.fromarray(pixels).save(path)
     device = select_device("cpu")
     a, b = (ev.tiles(model, p, device) for p in paths)
+    assert np.abs(b.whole - model.embed_one(model.read(paths[1]), device)).max() < 1e-6  # b as compare sees it
     e = ev.evidence(a, b)
-    hottest = a.boxes[int(np.argmax(e.heat_a))]
-    top, left, size = (hottest * a.pixels.shape[0] / 192).round()
-    centre = (top + size / 2, left + size / 2)
-    assert centre[0] > a.pixels.shape[0] / 2 and centre[1] < a.pixels.shape[0] / 2  # in the bottom-left quarter
+    (i, j, _), *_ = e.strongest(3)
+    for tiles, box, bottom_left in ((a, a.boxes[i], True), (b, b.boxes[j], False)):
+        top, left, size = box
+        half = tiles.pixels.shape[0] / 2
+        assert top + size / 2 > half and (left + size / 2 < half) == bottom_left, (tiles.name, box)
     ev.evidence_sheet(e, tmp_path / "e.png", "test")
     assert Image.open(tmp_path / "e.png").size[0] > 600
+
+
+def test_the_heat_is_each_regions_similarity_to_the_other_painting_whole():
+    """heat_a[t] = cos(tile t of a, b whole), and a pixel's heat averages the tiles over it."""
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    boxes = np.array([[0, 0, 2], [0, 2, 2], [2, 0, 2], [2, 2, 2]])
+    a = ev.Tiles("a", pixels, boxes, np.array([[1.0, 0], [0, 1], [1, 1], [-1, 0]]), np.array([1.0, 1]))
+    b = ev.Tiles("b", pixels, boxes[:2], np.array([[2.0, 0], [0, 3]]), np.array([3.0, 0]))
+    e = ev.evidence(a, b)
+    assert e.heat_a == pytest.approx([1, 0, 2**-0.5, -1])
+    assert e.heat_b == pytest.approx([2**-0.5, 2**-0.5])
+    assert e.similarity == pytest.approx(np.array([[1, 0], [0, 1], [2**-0.5, 2**-0.5], [-1, 0]]))
+    assert a.heat(e.heat_a)[0, 0] == pytest.approx(1) and a.heat(e.heat_a)[3, 3] == pytest.approx(-1)
+    assert e.strongest(2) == [(0, 0, pytest.approx(1)), (1, 1, pytest.approx(1))]
 
 
 def test_attribute_at_the_command_line(tmp_path, evaluated_run):

@@ -216,6 +216,13 @@ def _finish(im: Image.Image, size: int, fit: str) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def resized(pixels: np.ndarray, size: int) -> np.ndarray:
+    """A square (S, S, 3) uint8 painting brought to (size, size, 3) as the image door brings a file (Lanczos)."""
+    if pixels.shape[0] == size:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0))
+
+
 def load_rgb(
     path: str, size: int = 256, fit: str = "crop", max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:

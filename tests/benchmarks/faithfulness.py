@@ -4,7 +4,8 @@
 
 For seeded same-artist pairs (a, b) of the test split (artists never trained
 on), the evidence of a against b (inference/evidence.py) gives each region
-of a its heat. a, at the evidence's scale, is cut into an 8 x 8 grid of
+of a its heat (``--heat closest-tile`` ranks by the similarity to b's
+closest tile instead, the first design, for comparison). a, at the evidence's scale, is cut into an 8 x 8 grid of
 cells; a cell's heat is the mean heat of its pixels. For each share of the
 area (0, 1/8, ..., 1/2) the hottest cells are blurred (deletion), or as many
 cells drawn at random (three seeded draws, averaged); the blurred painting
@@ -29,6 +30,7 @@ from _common import machine
 from pbn_cli.core.device import select_device
 from pbn_cli.core.manifest import read_manifest
 from pbn_cli.core.workspace import Workspace
+from pbn_cli.data import imaging
 from pbn_cli.data.paths import image_root
 from pbn_cli.evaluation import bootstrap
 from pbn_cli.inference.evidence import evidence, tiles
@@ -83,6 +85,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the figures as JSON here")
+    ap.add_argument("--heat", choices=["whole", "closest-tile"], default="whole",
+                    help="a region's heat: its similarity to b as a whole (pbn's), or to b's closest tile")
     args = ap.parse_args()
     ws = Workspace(Path(args.workspace))
     model = trained.from_run(ws, args.run)
@@ -96,13 +100,13 @@ def main() -> None:
     for n, (i, j) in enumerate(chosen):
         path_a, path_b = root / split.loc[i, "path"], root / split.loc[j, "path"]
         ta, tb = tiles(model, path_a, device), tiles(model, path_b, device)
-        heat = cell_heat(ta.heat(evidence(ta, tb).heat_a))
-        target = model.embed_files([path_b], device)[0]
+        found = evidence(ta, tb)
+        heat = cell_heat(ta.heat(found.heat_a if args.heat == "whole" else found.similarity.max(1)))
+        target = tb.whole  # b as compare embeds it
 
         def p_same(cells: np.ndarray) -> float:
-            pixels = blurred(ta.pixels, cells, ta.pixels.shape[0] / 24)
-            small = np.asarray(Image.fromarray(pixels).resize((model.image_size,) * 2, Image.Resampling.LANCZOS))
-            return model.probability(float(np.linalg.norm(model.embed_one(small, device) - target)))
+            pixels = imaging.resized(blurred(ta.pixels, cells, ta.pixels.shape[0] / 24), model.image_size)
+            return model.probability(float(np.linalg.norm(model.embed_one(pixels, device) - target)))
 
         order = np.argsort(-heat, kind="stable")
         counts = [s * GRID * GRID // 8 for s in SHARES]
@@ -117,7 +121,7 @@ def main() -> None:
     ev, rnd = np.array(curves["evidence"]), np.array(curves["random"])
     rows = []
     print(f"\nfaithfulness on {len(chosen)} same-artist test pairs of {len(np.unique(artists))} unseen artists, run "
-          f"{model.name}; {machine()}\n")
+          f"{model.name}, heat {args.heat}; {machine()}\n")
     print("| area blurred | p(same), evidence's hottest cells | p(same), random cells | difference (evidence − random) |")
     print("| --- | --- | --- | --- |")
     for k, share in enumerate(SHARES):
@@ -128,7 +132,7 @@ def main() -> None:
         rows.append({"share": share / 8, "evidence": means[0], "random": means[1], "difference": means[2],
                      "evidence_ci": cis[0], "random_ci": cis[1], "difference_ci": cis[2]})
     if args.out:
-        Path(args.out).write_text(json.dumps({"pairs": len(chosen), "run": model.name, "rows": rows}, indent=2))
+        Path(args.out).write_text(json.dumps({"pairs": len(chosen), "run": model.name, "heat": args.heat, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 Works on a copy of WS (a trained, evaluated run) that first ingests the
 CSV without a seeded ``--share`` of its paintings, and fills the run's
-embedding store with one `pbn search`. Then the rest are ingested (ingest,
+embedding store anew (the copy's is deleted) with one `pbn search`. Then the rest are ingested (ingest,
 clean, split, resize: the cache grows by those rows) and `pbn search` runs
 again: it embeds only the new paintings (its progress line says how many).
 The baseline: the same search with the store deleted, which embeds every
@@ -62,6 +62,7 @@ def main() -> None:
         query = images / held["filename"].iloc[0]
         for stage in (["ingest", fewer, "--images", images], ["clean"], ["split"], ["resize"]):
             pbn(*stage, *w)
+        shutil.rmtree(ws / "embeddings", ignore_errors=True)  # WS's store holds the held paintings already
         first, out = pbn("search", query, "--run", args.run, *w)
         for stage in (["ingest", csv, "--images", images], ["clean"], ["split"], ["resize"]):
             pbn(*stage, *w)
