@@ -22,12 +22,13 @@ from pbn_cli.web.service import Service
 runner = CliRunner()
 
 
-def painting_files(ws: Path) -> list[Path]:
+def painting_files(ws: Path, split: str | None = None) -> list[Path]:
+    """The workspace's painting files (one split's with ``split``), in the split manifest's order."""
     import pyarrow.parquet as pq
 
-    split = pd.read_parquet(ws / "manifests/split.parquet")
+    table = pd.read_parquet(ws / "manifests/split.parquet")
     root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
-    return [Path(root) / p for p in split["path"]]
+    return [Path(root) / p for p in (table if split is None else table[table["split"] == split])["path"]]
 
 
 def cli_json(ws: Path, *args) -> dict:

@@ -6,17 +6,17 @@ the cpu preset on timm's tiny test_efficientnet with its untouched copy and
 """
 
 import json
-import os
 import shutil
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
+from reliability.helpers import one_error_line
+from serving import painting_files
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -26,19 +26,10 @@ timm = pytest.importorskip("timm")
 runner = CliRunner()
 
 
-def one_error_line(output: str) -> str:
-    errors = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert "Traceback" not in output and len(errors) == 1, output
-    return errors[0]
-
-
 def _images(ws, n: int = 2) -> list[str]:
-    import pyarrow.parquet as pq
-
-    split = pd.read_parquet(ws / "manifests/split.parquet")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
-    test = split[split["split"] == "test"]
-    return [os.path.join(root, p) for p in [*test["path"][:n - 1], test["path"].iloc[-1]]]
+    """The first n - 1 test paintings and the last (another artist's)."""
+    test = [str(p) for p in painting_files(ws, "test")]
+    return [*test[: n - 1], test[-1]]
 
 
 @pytest.fixture(scope="module")

@@ -180,9 +180,9 @@ def test_serve_from_the_command_line_prints_the_address_and_stops_cleanly_on_ctr
 
 
 def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, evaluated_run):
-    import pbn_cli.cli.serve as command
+    import pbn_cli.core.extras as extras  # where pbn checks an extra's modules
 
-    monkeypatch.setattr(command, "find_spec", lambda name: None if name == "fastapi" else object())
+    monkeypatch.setattr(extras, "find_spec", lambda name: None if name == "fastapi" else object())
     result = runner.invoke(app, ["serve", "-w", str(evaluated_run)])
     assert result.exit_code == 2 and "pip install 'pbn[web]'" in result.output and "Traceback" not in result.output
 

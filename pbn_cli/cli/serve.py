@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,11 +34,9 @@ def serve(
 
     Example: pbn serve -w workspace, then open http://127.0.0.1:8765/
     """
-    from pbn_cli.core.errors import InputError
+    from pbn_cli.core.extras import require
 
-    missing = [m for m in WEB_MODULES if find_spec(m) is None]
-    if missing:
-        raise InputError(f"pbn serve needs the web extra ({', '.join(missing)} missing): pip install 'pbn[web]'")
+    require("web", WEB_MODULES, "pbn serve")
 
     from pbn_cli.cli import console
     from pbn_cli.core.device import select_device

@@ -183,11 +183,11 @@ def open_tables(path: Path, *, image_column: str | None = None, artist_column: s
     acol = _pick_artist(columns, artist_column, icol, where)
     if acol == icol:
         raise InputError(f"--artist-column {acol!r} is the image column")
-    labels = {c: list(f["names"]) for c, f in features.items()
-              if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
     skipped = [c for c in columns if c not in (icol, acol) and _image_like(schema.field(c).type)]
     rows = sum(pq.read_metadata(s).num_rows for s in shards)
-    labels = {c: n for c, n in labels.items() if c in columns and pa.types.is_integer(schema.field(c).type)}
+    labels = {c: list(f["names"]) for c, f in features.items()
+              if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)
+              and c in columns and pa.types.is_integer(schema.field(c).type)}
     return TableSource(path, shards, [s.name for s in shards], columns, icol, acol, labels, rows,
                        _fingerprint(shards), skipped)
 

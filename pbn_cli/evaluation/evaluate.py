@@ -212,8 +212,8 @@ def evaluate(
     folder = run.eval_folder(split, which)
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
         fit_splits, hands = _calibration_splits(data), _hands_split(data)
-        parts = {"eval": rows, "background": _background_rows(data),
-                 **{name: data.split(name) for name in {*fit_splits, *([hands] if hands in ("calib", "val") else [])}}}
+        splits = set(fit_splits) | ({hands} & {"calib", "val"})  # a train fallback for hands uses the background
+        parts = {"eval": rows, "background": _background_rows(data), **{name: data.split(name) for name in splits}}
         embedded = _embed(model, ws, data, parts, device, half, progress)
         emb = embedded["eval"]
         calib = calibration.fit_parts([(embedded[s], parts[s].artists) for s in fit_splits], seed)

@@ -102,7 +102,8 @@ def fit_parts(parts: list[tuple[np.ndarray, object]], seed: int) -> dict:
             weight.append(np.full(len(i), 1.0 / len(i)))
     if not d:
         return {}
-    d, same, weight = np.concatenate(d), np.concatenate(same), np.concatenate(weight) * len(np.concatenate(d))
+    d, same, weight = np.concatenate(d), np.concatenate(same), np.concatenate(weight)
+    weight *= len(d)  # a mean weight of 1, as unweighted pairs have
     threshold, accuracy = best_threshold(d, same, weight)
     a, b = fit_platt(d, same, weights=weight)
     return {"threshold": threshold, "platt_a": a, "platt_b": b, "fit_accuracy": accuracy, "fit_pairs": int(len(d))}

@@ -24,7 +24,6 @@ is checked against PyTorch with onnxruntime before it is moved into place.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import nn
 import pbn_cli
 from pbn_cli.core.atomic import atomic_path
 from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.extras import require
 from pbn_cli.data import imaging
 from pbn_cli.model import calibration as calibrated
 from pbn_cli.model.embed import embed_images
@@ -95,17 +95,6 @@ class PaintingGraph(nn.Module):
         return self.network.paintings(graph_views(images, self.size, self.view, self.shrink), self.views)
 
 
-def _need(modules: tuple[str, ...], what: str) -> None:
-    missing = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise InputError(f"{what} needs {', '.join(missing)}: {INSTALL}")
-
-
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return (text[0] if text else type(err).__name__)[:200]
@@ -130,7 +119,7 @@ def metadata(model) -> dict[str, str]:
 
 def export_onnx(model, path: Path) -> float:
     """Write ``model`` to ``path`` as ONNX, atomically, once onnxruntime agrees with PyTorch; the largest difference."""
-    _need(("onnx", "onnxscript", "onnxruntime"), "exporting to ONNX")
+    require("onnx", ("onnx", "onnxscript", "onnxruntime"), "exporting to ONNX")
     network = model.network(torch.device("cpu"))
     graph = PaintingGraph(network, model.image_size).eval()
     probe = np.random.default_rng(0).integers(0, 256, (PROBES, model.image_size, model.image_size, 3), np.uint8)
