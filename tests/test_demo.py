@@ -16,7 +16,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     # what each command prints when it has finished, in the order the steps run
     done = ["synth: 40 paintings by 10 artists", "ingest: kept 40 rows", "clean: kept", "split", "resize: kept",
             "train: run demo: 1 epochs", "eval: wrote", "eval: wrote", "probability of the same artist",
-            "probability of the same artist", "vote: "]
+            "for two paintings by the same painter", "probability of the same artist", "by two different painters",
+            "vote: ", "who painted it", "search's vote among the 8 nearest test paintings"]
     at = 0
     for line in done:
         found = first.output.find(line, at)

@@ -157,16 +157,20 @@ def attribute(
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
-    """Who painted it? The most likely known hands, each with a probability and its closest paintings, or "unknown hand".
+    """Who painted it? The most likely known hands, each with a probability and its closest paintings, and an answer.
 
     Ranks every artist of the workspace by how close the painting sits to
-    that artist's paintings (the attribution model `pbn eval` fitted on
-    artists never trained on; docs/metrics.md), and answers "unknown hand"
-    when no hand is at least even odds. --evidence draws which regions of the
-    (first) painting resemble the top hand's closest painting.
+    that artist's paintings, with p(hand) and p(unknown hand) from the
+    attribution model `pbn eval` fitted on the workspace (docs/metrics.md).
+    Three answers: "unknown hand" when p(unknown hand) is at least p(top
+    hand); the top hand's name when p(top hand) reaches the level at which
+    named answers were right 80% of the time in eval's fitting; "probably
+    X, uncertain" in between. --evidence draws which regions of the (first)
+    painting resemble the top hand's closest painting.
 
     Example: pbn attribute unknown.jpg --sheet hands.png --evidence where.png
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from pbn_cli.cli import console
@@ -187,13 +191,18 @@ def attribute(
     if as_json:
         print(json.dumps({"run": trained.name, "among": among, "paintings": [r.to_dict() for r in results]}))
         return
-    table = Table("painting", "answer", *[f"hand {n + 1}" for n in range(min(k, 3))],
+    table = Table("painting", "answer", "p(unknown hand)", *[f"hand {n + 1}" for n in range(min(k, 3))],
                   title=f"who painted it (run {trained.name}; known hands: {among})")
+    colour = {"named": "green", "probably": "yellow", "unknown hand": "red"}
     for r in results:
-        answer = "[red]unknown hand[/]" if r.unknown else f"[green]{r.hands[0].artist}[/]"
-        table.add_row(r.query, answer, *[f"{h.artist} ({h.probability:.2f})" for h in r.hands[:3]])
+        table.add_row(r.query, f"[{colour[r.verdict]}]{escape(r.answer)}[/]", f"{r.unknown_probability:.2f}",
+                      *[f"{escape(h.artist)} ({h.probability:.2f})" for h in r.hands[:3]])
     console.out.print(table)
-    console.out.print("(probability that the painting is by that hand; `unknown hand` when none reaches 0.50)")
+    new, known = trained.attributor.open_set.name_at
+    console.out.print(f"(p: probability that the painting is by that hand. A name from p ≥ {known:.2f} for a hand the "
+                      f"network trained on, {new:.2f} for one it did not: there named answers were right 80% of the "
+                      "time in eval's fitting; 'probably …, uncertain' below; 'unknown hand' when p(unknown hand) is "
+                      "at least the top hand's)", highlight=False)
 
 
 def _attribution_evidence(ws, trained, image: Path, result, path: Path, device) -> None:
@@ -206,7 +215,7 @@ def _attribution_evidence(ws, trained, image: Path, result, path: Path, device) 
     hand = result.hands[0]
     split, record = read_manifest(ws.manifest("split"))
     other = Path(image_root(record)) / split.set_index("image_id").loc[hand.closest["image_id"].iloc[0], "path"]
-    answer = "unknown hand (closest hand shown)" if result.unknown else f"{hand.artist}, p = {hand.probability:.2f}"
+    answer = "unknown hand (closest hand shown)" if result.unknown else f"{result.answer}, p = {hand.probability:.2f}"
     evidence_sheet(matched(tiles(trained, image, device), tiles(trained, other, device, f"{hand.artist}: {other.name}")),
                    path, f"{image.name}: {answer}")
 

@@ -149,8 +149,9 @@ def split(
         typer.Option(help="Instead: hold out this fraction of training artists whole as val."),
     ] = None,
     calib_artists: Annotated[float, typer.Option(help="Fraction of the other artists held out whole as calib (at "
-                                                 "least 3): never trained on, they fit the verdict's probabilities and "
-                                                 "the unknown-hand threshold; 0: fit on val.")] = 0.1,
+                                                 "least 8, or an eighth of them when fewer, or 3): never trained on, they fit "
+                                                 "the verdict's probabilities and attribution's unknown hands; 0: none "
+                                                 "(then p(unknown hand) has no painter to learn from).")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the artist and painting hashes.")] = 0,
     workspace: WorkspaceOpt = DEFAULT_WS,
     force: ForceOpt = False,

@@ -19,8 +19,11 @@ import typer
 from pbn_cli.cli.app import DeviceOpt, command
 
 
-def _pick_paintings(ws: Path) -> tuple[Path, Path, Path]:
-    """Two test paintings by one unseen artist and one by another: (a, same, other)."""
+def _pick_paintings(ws: Path, seed: int) -> tuple[Path, Path, Path]:
+    """Two test paintings by one unseen artist and one by another, (a, same, other), drawn with the seed: typical
+    paintings, not chosen for a good answer."""
+    import numpy as np
+
     from pbn_cli.core.manifest import read_manifest
     from pbn_cli.core.workspace import Workspace
     from pbn_cli.data.paths import image_root
@@ -30,10 +33,74 @@ def _pick_paintings(ws: Path) -> tuple[Path, Path, Path]:
     pool = split[split["split"] == "test"].sort_values("image_id")
     if pool["artist"].nunique() < 2:  # a tiny demo may hold out a single artist
         pool = split.sort_values("image_id")
-    artists = pool["artist"].drop_duplicates().tolist()
-    first = pool[pool["artist"] == artists[0]]["path"].tolist()
-    other = pool[pool["artist"] == artists[1]]["path"].tolist()
-    return root / first[0], root / first[1], root / other[0]
+    rng = np.random.default_rng([seed, 17])
+    counts = pool["artist"].value_counts().sort_index()
+    first = rng.choice(counts[counts >= 2].index.to_numpy())
+    second = rng.choice(counts.index[counts.index != first].to_numpy())
+    a, same = rng.choice(pool[pool["artist"] == first]["path"].to_numpy(), 2, replace=False)
+    other = rng.choice(pool[pool["artist"] == second]["path"].to_numpy())
+    return root / a, root / same, root / other
+
+
+def _likely(p: float) -> str:
+    """A probability of the same hand in words."""
+    for level, words in ((0.9, "very likely the same hand"), (0.7, "likely the same hand"),
+                         (0.3, "uncertain whether it is the same hand"), (0.1, "unlikely to be the same hand")):
+        if p >= level:
+            return words
+    return "very unlikely to be the same hand"
+
+
+class _Story:
+    """What the demo's compare, search and attribute steps said, in words, and why two of them may disagree."""
+
+    def __init__(self, ws: Path, device: str):
+        from pbn_cli.core.device import select_device
+        from pbn_cli.core.workspace import Workspace
+        from pbn_cli.model import trained as models
+
+        self.ws = Workspace(ws)
+        self.model = models.from_run(self.ws, "demo", "best")
+        self.device = select_device(device)
+
+    def compare(self, a: Path, b: Path, same_painter: bool) -> str:
+        from pbn_cli.core.atomic import read_json
+        from pbn_cli.core.runs import Run
+        from pbn_cli.inference.compare import compare
+
+        v = compare(self.model, a, b, device=self.device)
+        m = read_json(Run(self.ws.runs / "demo").eval_folder("test") / "metrics.json", "") or {}
+        right = v.same_artist == same_painter
+        truth = "by the same painter" if same_painter else "by two different painters"
+        return (f"p(same) = {v.same_artist_probability:.2f} for two paintings {truth}: "
+                f"{_likely(v.same_artist_probability)}, so the verdict is "
+                f"{'right' if right else 'wrong'} here. On unseen artists the verdict is right "
+                f"{m.get('verification_accuracy', float('nan')):.0%} of the time (eval's balanced accuracy), so about "
+                f"one pair in {max(round(1 / max(1 - m.get('verification_accuracy', 0.9), 1e-3)), 2)} is misjudged.")
+
+    def search_and_attribute(self, a: Path, k: int) -> str:
+        from pbn_cli.inference.attribute import attribute
+        from pbn_cli.inference.search import gallery, search
+
+        g = gallery(self.ws, self.model, self.device)
+        vote = search(self.ws, self.model, image=a, k=k, split="test", device=self.device, g=g).vote
+        result = attribute(self.ws, self.model, [a], device=self.device, g=g)[0]
+        top = result.hands[0]
+        voted = vote[0][0] if vote else "nobody"
+        said = (f"search's vote among the {k} nearest test paintings: {voted} ({vote[0][1] if vote else 0} of {k}); "
+                f"attribute: {result.answer} (p = {top.probability:.2f}, p(unknown hand) = "
+                f"{result.unknown_probability:.2f}).")
+        if voted == top.artist and not result.unknown:
+            return said + " They agree."
+        why = []
+        if voted != top.artist:
+            why.append(f"search counts neighbours among the test split only, while attribute weighs every painting of "
+                       f"each of the workspace's {len(set(g.table['artist']))} hands, a hand's paintings as a whole: a "
+                       "few near neighbours can outvote a hand that is closer on the whole")
+        if result.unknown:
+            why.append("attribute answers 'unknown hand' because no hand fits this painting clearly better than a "
+                       "hand it never saw would by chance; a vote always names someone")
+        return said + " Why they differ: " + "; and ".join(why) + "."
 
 
 class _Steps:
@@ -47,6 +114,11 @@ class _Steps:
 
         self.n += 1
         console.out.print(f"\n[bold cyan]── {self.n}/{self.total} {text}[/]", highlight=False)
+
+    def say(self, text: str) -> None:
+        from pbn_cli.cli import console
+
+        console.out.print(f"[italic]  → {text}[/]", highlight=False)
 
     def run(self, *argv) -> None:
         import typer.main
@@ -99,11 +171,15 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
     steps.run("eval", "--baseline", "color-hist", "--device", device, *w)
     steps.run("eval", "--run", "demo", "--device", device, *w)
 
-    a, same, other = _pick_paintings(ws)
-    steps.heading(f"compare: two paintings by one unseen artist ({a.name}, {same.name}), then another artist's")
+    a, same, other = _pick_paintings(ws, seed)
+    story = _Story(ws, device)
+    steps.heading(f"compare: two paintings by one unseen artist ({a.name}, {same.name}), then another artist's "
+                  "(drawn at random with the seed: typical, not chosen)")
     steps.run("compare", a, same, "--run", "demo", "--sheet", folder / "compare-same.png", "--evidence",
               folder / "compare-evidence.png", "--device", device, *w)
+    steps.say(story.compare(a, same, True))
     steps.run("compare", a, other, "--run", "demo", "--sheet", folder / "compare-different.png", "--device", device, *w)
+    steps.say(story.compare(a, other, False))
     steps.heading(f"search: the nearest paintings to {a.name} among the unseen artists'")
     steps.run("search", a, "-k", 8, "--split", "test", "--run", "demo", "--sheet", folder / "search.png",
               "--device", device, *w)
@@ -111,6 +187,7 @@ def run_demo(folder: Path, artists: int, paintings: int, epochs: int, device: st
                   "left out)")
     steps.run("attribute", a, "--run", "demo", "--sheet", folder / "attribute.png", "--evidence",
               folder / "attribute-evidence.png", "--device", device, *w)
+    steps.say(story.search_and_attribute(a, 8))
 
     steps.heading("done")
     report = run.eval_folder("test") / "report.md"

@@ -82,7 +82,23 @@ def eval(
         f"figures [95% interval, bootstrap over artists]; {m['n_triplets']} triplets, {m['n_pairs']} pairs in "
         f"{m['n_groups']} groups, threshold {m['threshold']:.3f} (fitted on {m['calibration_fitted_on']})"
     )
+    for line in _attribution_summary(m):
+        console.out.print(line, highlight=False)
     console.out.print(f"eval: wrote {result.folder}")
+
+
+def _attribution_summary(m: dict) -> list[str]:
+    """Who painted it, in two lines: among the workspace's trained hands, and among unseen artists."""
+    out = []
+    if m.get("workspace_hands"):
+        out.append(f"attribution among the workspace's {m['workspace_hands']} trained hands: top-1 "
+                   f"{m['workspace_top1']:.3f}, named answers right {m['workspace_named_precision']:.3f} at "
+                   f"{m['workspace_named_coverage']:.0%} named, p(top hand) off by {m['workspace_ece']:.3f}")
+    if m.get("attribution_divisions"):
+        out.append(f"attribution among unseen artists: top-1 {m['attribution_top1']:.3f}, open-set AUROC "
+                   f"{m['open_set_auroc']:.3f} (raw {m['open_set_auroc_raw']:.3f}), p(top hand) off by "
+                   f"{m['attribution_ece']:.3f}; report.md has both with intervals")
+    return out
 
 
 @command

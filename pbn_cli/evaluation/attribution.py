@@ -1,55 +1,45 @@
-"""Attribution on artists never trained on: seeded known/unknown divisions of the evaluated split (docs/metrics.md).
+"""Attribution's figures under two protocols (docs/metrics.md, "Attribution").
 
-For each division the split's artists (sorted by name) are shuffled with the
-seed; the first half (rounded up) are *known*, the rest *unknown*. Each known
-artist's paintings are shuffled too: the first half (rounded up) form the
-gallery, the rest are queries; every painting of an unknown artist is a
-query. Known-hand queries give top-1 and top-5 attribution accuracy;
-known-hand against unknown-hand queries, ranked by their best artist score,
-give the open-set AUROC; the rule "unknown hand when no hand reaches
-p = 0.5" (the open-set probabilities of model/attribution.py) gives the share
-of unknown-hand queries it rejects and of known-hand queries it wrongly
-rejects. Beside them, what ``search`` gave
-before: the k-nearest-neighbour vote (top-1), and the raw best score (the
-mean cosine similarity to an artist's 3 closest gallery paintings; AUROC).
-Figures are means over the divisions; intervals come from the bootstrap over
-artists (a query weighs its artist's multiplicity in each replicate).
+**Unseen artists** (keys ``attribution_*``, ``open_set_*``, ...): the
+evaluated split's artists, never trained on, divided (seeded,
+``model/attribution.divisions``) into known hands (half of each one's
+paintings form the gallery, the rest are queries) and unknown hands (all
+their paintings are queries).
+
+**The workspace** (keys ``workspace_*``): how the tool is used. The known
+hands are all the training artists, their training paintings the gallery;
+the queries are their held-out paintings (val) and paintings by artists
+never trained on (test and calib), which should be answered "unknown hand".
+The attribution model is cross-fitted: the val and calib artists are cut
+into two folds by artist, and each fold's queries are answered by a model
+fitted on the other fold, so no figure rests on a painting its model was
+fitted on.
+
+Per protocol: top-1 and top-5 (known queries), open-set AUROC (known against
+unknown queries ranked by p(unknown)), the calibration error of p(top hand)
+(is the top hand right?), the three answers' shares and the precision of
+named answers against their coverage. Known and unknown queries weigh half
+each, as the probability model assumes. Beside them, what ``search`` gave
+before: the k-nearest-neighbour vote (top-1) and the raw best score (mean
+cosine similarity to an artist's 3 closest gallery paintings; AUROC).
+Intervals come from the bootstrap over artists.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from pbn_cli.evaluation import bootstrap
-from pbn_cli.model import attribution as scoring
+from pbn_cli.model import attribution as A
+from pbn_cli.model.calibration import expected_calibration_error, reliability
 from pbn_cli.model.metrics import artist_codes
 
-DIVISIONS = 20
 KNN = 10  # neighbours of the vote `pbn search` shows
 RAW_TOP = 3  # gallery paintings whose mean similarity is the raw artist score
-
-
-def divisions(artists, seed: int, n: int = DIVISIONS):
-    """(known artists' names, gallery, its codes into the names, known queries, their codes, unknown queries) per
-    division; indices into ``artists``."""
-    artists = np.asarray(artists, object).astype(str)
-    names = np.unique(artists)
-    for d in range(n):
-        rng = np.random.default_rng([seed, d])
-        shuffled = names[rng.permutation(len(names))]
-        known = shuffled[: math.ceil(len(names) / 2)]
-        g, gl, q, ql = [], [], [], []
-        for code, name in enumerate(known):
-            rows = np.flatnonzero(artists == name)[rng.permutation((artists == name).sum())]
-            half = math.ceil(len(rows) / 2)
-            g += list(rows[:half])
-            gl += [code] * half
-            q += list(rows[half:])
-            ql += [code] * (len(rows) - half)
-        yield known, np.array(g, int), np.array(gl, int), np.array(q, int), np.array(ql, int), \
-            np.flatnonzero(~np.isin(artists, known))
+LEVELS = np.round(np.arange(0.3, 0.96, 0.05), 2)  # naming levels of the precision-coverage curve
+FOLDS = 2
 
 
 def _raw_scores(e: np.ndarray, gallery_labels: np.ndarray, n_known: int) -> np.ndarray:
@@ -72,60 +62,134 @@ def _vote(e: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def attribution_figures(emb: np.ndarray, artists, ids, att: scoring.Attributor, seed: int, n: int = DIVISIONS,
-                        replicates: int = 200) -> dict:
-    """The attribution figures of the split (keys ``attribution_*``, ``open_set_*``), each with its interval."""
-    artists, ids = np.asarray(artists).astype(str), np.asarray(ids).astype(str)
-    codes, _ = artist_codes(artists)
-    if len(np.unique(codes)) < 4:
-        return {"attribution_divisions": 0}
-    raw, z = scoring.normalise(np.asarray(emb, np.float32)), att.whiten(emb)
-    w = bootstrap.artist_weights(int(codes.max()) + 1, replicates, seed)
-    per = {k: [] for k in ("top1", "top5", "knn", "auc", "raw_auc", "rejected", "wrongly")}
-    boot = {k: [] for k in per}
-    for known_names, g, gl, q, ql, u in divisions(artists, seed, n):
-        asked = np.r_[q, u]
-        hands = scoring.known(att, z[g], artists[g], ids[g])
-        s = scoring.scores(hands, z[asked], ids[asked])  # columns: hands.names, sorted
-        own = np.searchsorted(hands.names, artists[q])
-        known = np.r_[np.ones(len(q), bool), np.zeros(len(u), bool)]
-        rank = (s[: len(q)] > s[np.arange(len(q)), own][:, None]).sum(1)
-        e = raw[asked] @ raw[g].T
-        best, raw_best = s.max(1), _raw_scores(e, gl, len(known_names)).max(1)
-        p, _ = scoring.probabilities(att, s)
-        rejected = p.max(1) < scoring.UNKNOWN_BELOW if att.open_set else np.full(len(best), np.nan)
-        outcomes = {"top1": rank == 0, "top5": rank < 5, "knn": _vote(e[: len(q)], gl) == ql,
-                    "rejected": rejected[~known], "wrongly": rejected[known]}
-        who = {"top1": codes[q], "top5": codes[q], "knn": codes[q], "rejected": codes[u], "wrongly": codes[q]}
-        for key, values in outcomes.items():
-            per[key].append(np.mean(values))
-            boot[key].append(bootstrap.weighted_mean(np.asarray(values, float), who[key], w))
-        qw = w[:, codes[asked]]
-        for key, score in (("auc", best), ("raw_auc", raw_best)):
-            per[key].append(bootstrap.weighted_auc(score, known, np.ones(len(score))))
-            boot[key].append(np.array([bootstrap.weighted_auc(score, known, qw[r]) for r in range(replicates)]))
-    return _summary(per, boot, n, len(np.unique(artists)), att)
+@dataclass
+class Answers:
+    """Queries answered among known hands: per query its rank of the true hand (known queries; -1 unknown), p(top
+    hand), p(unknown), whether the top hand is right, the k-NN vote right, the raw best score, its weight
+    (known and unknown queries half each within an episode) and its artist's code."""
+
+    rank: np.ndarray
+    top: np.ndarray
+    unknown: np.ndarray
+    right: np.ndarray
+    vote: np.ndarray
+    raw: np.ndarray
+    weight: np.ndarray
+    code: np.ndarray
+    name_at: np.ndarray
+
+    @property
+    def known(self) -> np.ndarray:
+        return self.rank >= 0
+
+    @staticmethod
+    def join(parts: list) -> Answers:
+        return Answers(*[np.concatenate([getattr(p, f) for p in parts]) for f in Answers.__dataclass_fields__])
 
 
-def _mean(rows: list) -> np.ndarray:
-    """The mean over divisions of each replicate (a division without such queries adds nothing)."""
-    stacked = np.stack(rows)
-    counted = np.isfinite(stacked).sum(0)
-    return np.where(counted > 0, np.nansum(stacked, 0) / np.maximum(counted, 1), np.nan)
+def answer_queries(att: A.Attributor, gallery: A.Split, queries: A.Split, known_mask: np.ndarray, code: np.ndarray,
+                   weight: float = 1.0) -> Answers:
+    """Each query's answer among the gallery's hands, with the raw score and vote beside it."""
+    hands = A.known(att, gallery.emb, gallery.artists, gallery.ids)
+    s = A.scores(att, hands, queries.emb, queries.ids)
+    p, pu = A.probabilities(att, hands, s)
+    own = np.searchsorted(hands.names, queries.artists)
+    own_p = np.where(known_mask, p[np.arange(len(p)), np.minimum(own, len(hands.names) - 1)], np.nan)
+    rank = np.where(known_mask, (p > own_p[:, None]).sum(1), -1)
+    raw_g, raw_q = A.normalise(gallery.emb), A.normalise(queries.emb)
+    e = raw_q @ raw_g.T
+    gl = np.searchsorted(hands.names, gallery.artists)
+    vote = _vote(e, gl) == own
+    raw_best = _raw_scores(e, gl, len(hands.names)).max(1)
+    n_known, n_unknown = int(known_mask.sum()), int((~known_mask).sum())
+    w = weight * np.where(known_mask, 0.5 / max(n_known, 1), 0.5 / max(n_unknown, 1))
+    top_kind = hands.kinds[np.where(np.isfinite(p).any(1), np.nan_to_num(p, nan=-1).argmax(1), 0)]
+    name_at = att.open_set.name_at[top_kind] if att.open_set else np.full(len(p), np.nan)
+    return Answers(rank, p.max(1), pu, known_mask & (rank == 0), vote & known_mask, raw_best, w, code, name_at)
 
 
-def _summary(per: dict, boot: dict, n: int, n_artists: int, att: scoring.Attributor) -> dict:
-    names = {"top1": "attribution_top1", "top5": "attribution_top5", "knn": "attribution_knn_vote_top1",
-             "auc": "open_set_auroc", "raw_auc": "open_set_auroc_raw", "rejected": "unknown_rejected",
-             "wrongly": "known_rejected"}
+def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dict, dict]:
+    """The figures of a set of answers with their intervals, and what the pictures need."""
+    n_artists = int(ans.code.max()) + 1
+    boot = bootstrap.artist_weights(n_artists, replicates, seed)
+    k = ans.known
+    named = (ans.top > ans.unknown) & (ans.top >= ans.name_at)
+    said_unknown = ans.unknown >= ans.top
+    values = {"top1": (ans.rank == 0, k), "top5": ((ans.rank >= 0) & (ans.rank < 5), k), "knn_vote_top1": (ans.vote, k),
+              "unknown_rejected": (said_unknown, ~k), "known_rejected": (said_unknown, k),
+              "named_precision": (ans.right, named), "named_coverage": (named, np.ones(len(k), bool)),
+              "probably_share": (~named & ~said_unknown, np.ones(len(k), bool))}
     out: dict = {}
-    for key, name in names.items():
-        out[name] = float(np.mean(per[key]))
-        out[f"{name}_ci"] = bootstrap.interval(_mean(boot[key]))
-    gain = np.array(per["auc"]) - np.array(per["raw_auc"])
-    out["open_set_auroc_gain"] = float(gain.mean())
-    out["open_set_auroc_gain_ci"] = bootstrap.interval(_mean([a - b for a, b in zip(boot["auc"], boot["raw_auc"])]))
-    out["open_set_auroc_gain_positive"] = int((gain > 0).sum())
-    out.update(attribution_divisions=n, attribution_artists=n_artists,
-               attribution_probability_fitted_on=att.fitted_on.get("probability", "none"))
-    return out
+    rw = boot[:, ans.code] * ans.weight  # each replicate's weight of each query: its artist's draws x its own
+    for key, (v, among) in values.items():
+        w = ans.weight * among
+        out[f"{prefix}{key}"] = float((w * v).sum() / w.sum()) if w.sum() > 0 else float("nan")
+        total = (rw * among).sum(1)
+        samples = np.where(total > 0, (rw * among * v).sum(1) / np.maximum(total, 1e-300), np.nan)
+        out[f"{prefix}{key}_ci"] = bootstrap.interval(samples)
+    for key, score in (("auroc", -ans.unknown), ("auroc_raw", ans.raw)):
+        out[f"{prefix}{key}"] = bootstrap.weighted_auc(score, k, ans.weight)
+        out[f"{prefix}{key}_ci"] = bootstrap.interval(np.array([bootstrap.weighted_auc(score, k, r) for r in rw]))
+    out[f"{prefix}ece"] = expected_calibration_error(ans.top, ans.right, ans.weight)
+    out[f"{prefix}ece_ci"] = bootstrap.interval(np.array([expected_calibration_error(ans.top, ans.right, r) for r in rw]))
+    out[f"{prefix}name_at"] = float(np.nanmean(ans.name_at))
+    out[f"{prefix}known_queries"], out[f"{prefix}unknown_queries"] = int(k.sum()), int((~k).sum())
+    curve = []
+    for level in LEVELS:
+        at = (ans.top > ans.unknown) & (ans.top >= level)
+        cover = float(ans.weight[at].sum() / ans.weight.sum())
+        curve.append((float(level), cover, float((ans.weight * ans.right)[at].sum() / ans.weight[at].sum())
+                      if at.any() else float("nan")))
+    pictures = {"reliability": reliability(ans.top, ans.right, ans.weight), "curve": curve,
+                "rule": (out[f"{prefix}named_coverage"], out[f"{prefix}named_precision"])}
+    return out, pictures
+
+
+def unseen_figures(split: A.Split, att: A.Attributor, seed: int, n: int = A.DIVISIONS, replicates: int = 200):
+    """The unseen-artist protocol on the evaluated split (its artists are new hands), and its pictures."""
+    codes, _ = artist_codes(split.artists)
+    if len(np.unique(codes)) < 4 or att.open_set is None:
+        return {"attribution_divisions": 0}, {}
+    parts = []
+    for names, g, q, u in A.divisions(split.artists, seed, n):
+        asked = np.r_[q, u]
+        parts.append(answer_queries(att, split.take(g), split.take(asked), np.r_[np.ones(len(q), bool),
+                                    np.zeros(len(u), bool)], codes[asked], 1.0 / n))
+    out, pictures = _figures(Answers.join(parts), "attribution_", replicates, seed)
+    rename = {"attribution_auroc": "open_set_auroc", "attribution_auroc_raw": "open_set_auroc_raw",
+              "attribution_unknown_rejected": "unknown_rejected", "attribution_known_rejected": "known_rejected"}
+    out = {rename.get(k.removesuffix("_ci"), k.removesuffix("_ci")) + ("_ci" if k.endswith("_ci") else ""): v
+           for k, v in out.items()}
+    out.update(attribution_divisions=n, attribution_artists=len(np.unique(split.artists)),
+               open_set_auroc_gain=out["open_set_auroc"] - out["open_set_auroc_raw"],
+               attribution_probability_fitted_on=att.fitted_on.get("probability", "none"),
+               attribution_spaces=att.fitted_on.get("spaces", {}))
+    return out, pictures
+
+
+def workspace_figures(background: A.Split, val: A.Split, calib: A.Split, test: A.Split, seed: int,
+                      replicates: int = 200):
+    """The workspace protocol: every training artist a known hand (its training paintings the gallery), queries
+    from val (known) and from test and calib (unknown), each fold answered by a model fitted on the other."""
+    trained = np.unique(background.artists)
+    val = val.of(trained)
+    if not len(val.ids) or not len(test.ids) + len(calib.ids):
+        return {"workspace_hands": 0}, {}
+    names = np.unique(np.r_[val.artists, calib.artists, test.artists])
+    fold_of = dict(zip(names, np.random.default_rng([seed, 5]).permutation(len(names)) % FOLDS))
+    parts = []
+    for fold in range(FOLDS):  # test artists are in no fitting: asked in both folds, each time at half weight
+        mine = {name: np.array([fold_of[a] == fold for a in part.artists], bool) for name, part in
+                (("val", val), ("calib", calib))}
+        att = A.fit_attributor(background, val.take(~mine["val"]), calib.take(~mine["calib"]), seed)
+        if att.open_set is None:
+            return {"workspace_hands": 0}, {}
+        asked = [val.take(mine["val"]), calib.take(mine["calib"]), test]
+        asked = A.Split(np.concatenate([x.emb for x in asked]), np.concatenate([x.artists for x in asked]),
+                        np.concatenate([x.ids for x in asked]))
+        parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
+                                    np.searchsorted(names, asked.artists), 1.0 / FOLDS))
+    out, pictures = _figures(Answers.join(parts), "workspace_", replicates, seed)
+    out.update(workspace_hands=len(trained), workspace_gallery=len(background.ids), workspace_folds=FOLDS,
+               workspace_known_queries=len(val.ids), workspace_unknown_queries=len(calib.ids) + len(test.ids))
+    return out, pictures

@@ -24,11 +24,10 @@ from pbn_cli.core.tracking import open_tracker
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation import report
-from pbn_cli.evaluation.attribution import attribution_figures
+from pbn_cli.evaluation.attribution import unseen_figures, workspace_figures
 from pbn_cli.evaluation.scores import calibration_figures, compute_metrics
 from pbn_cli.model import calibration, metrics, trained
-from pbn_cli.model.attribution import BACKGROUND_MAX, Attributor, fit_open_set, save_attributor
-from pbn_cli.model.attribution import fit as fit_attribution
+from pbn_cli.model.attribution import BACKGROUND_MAX, Attributor, Split, fit_attributor, save_attributor
 
 
 @dataclass
@@ -125,11 +124,15 @@ CALIBRATION_NOTE = ("no calib or val split with enough pairs: fitted on the trai
 
 
 def _background_rows(data: CacheData):
-    """The training paintings the attribution's whitening and background come from (evenly spread, at most
-    BACKGROUND_MAX)."""
+    """The training paintings the attribution's gallery of trained hands, whitening and background come from:
+    all of them up to BACKGROUND_MAX, else an even spread of each artist's (at least 4 each)."""
     rows = data.split("train")
-    pick = np.unique(np.linspace(0, len(rows) - 1, min(BACKGROUND_MAX, len(rows))).round().astype(int))
-    return rows[pick] if len(rows) else rows
+    if len(rows) <= BACKGROUND_MAX:
+        return rows
+    per = max(4, BACKGROUND_MAX // max(len(np.unique(rows.labels)), 1))
+    pick = np.concatenate([idx[np.unique(np.linspace(0, len(idx) - 1, min(per, len(idx))).round().astype(int))]
+                           for idx in (np.flatnonzero(rows.labels == c) for c in np.unique(rows.labels))])
+    return rows[np.sort(pick)]
 
 
 def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: bool, progress: Progress) -> dict:
@@ -141,33 +144,26 @@ def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: boo
     return {name: emb[[at[i] for i in part.image_ids.astype(str)]] for name, part in parts.items()}
 
 
-def _attributor(embedded: dict, parts: dict, hands: str | None, seed: int) -> Attributor:
-    """The attribution score's whitening and background (training paintings), and its open-set probabilities
-    fitted on episodes among the artists of ``hands`` (calib: never trained on)."""
-    bg = parts["background"]
-    att = fit_attribution(embedded["background"], bg.artists, bg.image_ids)
-    att.fitted_on = {"whitening": f"{len(bg)} training paintings", "probability": "none"}
-    if hands is None:
-        return att
-    part = "background" if hands == "train" else hands  # from training, at most BACKGROUND_MAX paintings
-    att.open_set = fit_open_set(att, embedded[part], parts[part].artists, parts[part].image_ids, seed)
-    if att.open_set:
-        note = " (trained hands: overconfident on new ones)" if hands == "train" else ""
-        att.fitted_on["probability"] = f"{hands} ({len(np.unique(parts[part].artists))} artists){note}"
-    return att
+def _split(embedded: dict, parts: dict, name: str) -> Split:
+    part = parts[name]
+    return Split(embedded[name], part.artists, part.image_ids)
+
+
+def _attribution(embedded: dict, parts: dict, seed: int) -> tuple[Attributor, dict, dict]:
+    """The attribution model of the workspace (fitted on its training, val and calib paintings), and the figures
+    and pictures of both protocols (model/attribution.py; evaluation/attribution.py)."""
+    background, val, calib = (_split(embedded, parts, name) for name in ("background", "val", "calib"))
+    att = fit_attributor(background, val, calib, seed)
+    figures, pictures = unseen_figures(_split(embedded, parts, "eval"), att, seed)
+    ws_figures, ws_pictures = workspace_figures(background, val, calib, _split(embedded, parts, "test"), seed)
+    figures.update(ws_figures)
+    return att, figures, {"unseen": pictures, "workspace": ws_pictures}
 
 
 def _calibration_splits(data: CacheData) -> list[str]:
     """Where the verdict is fitted: val (the training artists' held-out paintings: many hands) and calib (hands
     never trained on), each weighing half (docs/metrics.md says why); train when neither has enough pairs."""
     return [name for name in ("val", "calib") if _enough_pairs(data.split(name))] or ["train"]
-
-
-def _hands_split(data: CacheData) -> str | None:
-    """Where attribution's probabilities are fitted: calib (hands never trained on), else val, else train (the
-    report says so: trained hands make them overconfident); None if not even train has two artists with pairs."""
-    return next((name for name in ("calib", "val") if _enough_pairs(data.split(name))),
-                "train" if _enough_pairs(data.split("train"), minimum=1) else None)
 
 
 def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: dict) -> None:
@@ -211,9 +207,9 @@ def evaluate(
     rows = _rows_to_evaluate(data, split)
     folder = run.eval_folder(split, which)
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
-        fit_splits, hands = _calibration_splits(data), _hands_split(data)
-        splits = set(fit_splits) | ({hands} & {"calib", "val"})  # a train fallback for hands uses the background
-        parts = {"eval": rows, "background": _background_rows(data), **{name: data.split(name) for name in splits}}
+        fit_splits = _calibration_splits(data)
+        parts = {"eval": rows, "background": _background_rows(data),
+                 **{name: data.split(name) for name in {*fit_splits, "val", "calib", "test"}}}
         embedded = _embed(model, ws, data, parts, device, half, progress)
         emb = embedded["eval"]
         calib = calibration.fit_parts([(embedded[s], parts[s].artists) for s in fit_splits], seed)
@@ -221,16 +217,16 @@ def evaluate(
         calib.update(checkpoint=which, epoch=model.epoch, weights=model.fingerprint(), fitted_on=fit_split)
         if fit_splits == ["train"]:
             calib["note"] = CALIBRATION_NOTE
-        att = _attributor(embedded, parts, hands, seed)
+        att, attribution, attribution_pictures = _attribution(embedded, parts, seed)
         pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
         reliable, probabilities = calibration_figures(emb, rows.artists, calib, seed)
         figures.update(reliable, checkpoint=str(run.checkpoint(which).relative_to(ws.root)), epoch=model.epoch,
                        split=split, run=run.name, calibration_fitted_on=fit_split, half=half)
-        figures.update(attribution_figures(emb, rows.artists, rows.image_ids, att, seed))
+        figures.update(attribution)
         save_calibration(run, which, calib, att)
         pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs,
-                                         probabilities)
+                                         probabilities, attribution_pictures)
         counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"
                   for name in ("train", "val", "test") for part in [data.split(name)]}
         report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {model.epoch})",

@@ -139,3 +139,33 @@ def reliability_diagram(p, same, ece: float, path: Path, bins: int = 10) -> None
     hist.bar(edges[:-1], mass, width=1 / bins, align="edge", color="tab:blue", alpha=0.5)
     hist.set(xlabel="predicted probability of the same artist", ylabel="pairs")
     save_figure(fig, path)
+
+
+def attribution_diagram(pictures: dict, ece: float, path: Path, title: str) -> None:
+    """Left: reliability of p(top hand) (is the top hand right?); right: precision of named answers against their
+    coverage as the naming level moves, with the point the answer rule picks."""
+    import numpy as np
+
+    plt = pyplot()
+    mass, conf, freq = pictures["reliability"]
+    fig, (ax, cov) = plt.subplots(1, 2, figsize=(9.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfectly calibrated")
+    full = mass > 0
+    ax.plot(conf[full], freq[full], marker="o", color="tab:purple", label=f"pbn (ECE {ece:.3f})")
+    for x, y, m in zip(conf[full], freq[full], mass[full] / mass.sum()):
+        ax.annotate(f"{m:.0%}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="grey")
+    ax.set(xlabel="p(top hand)", ylabel="share where the top hand is right", xlim=(0, 1), ylim=(0, 1),
+           title="reliability of p(top hand) (grey: share of queries)")
+    ax.legend(loc="upper left", fontsize=8)
+    curve = np.array(pictures["curve"], float)
+    cov.plot(curve[:, 1], curve[:, 2], marker=".", color="tab:purple")
+    for level, c, p in curve[::2]:
+        cov.annotate(f"{level:.2f}", (c, p), textcoords="offset points", xytext=(3, 3), fontsize=7, color="grey")
+    c, p = pictures["rule"]
+    cov.plot([c], [p], marker="*", ms=14, color="tab:red", ls="none", label=f"the answer rule: {p:.2f} right, {c:.0%} named")
+    cov.set(xlabel="share of queries named", ylabel="share of named answers that are right", xlim=(0, 1),
+            ylim=(0, 1.02), title="named answers: precision against coverage (grey: level)")
+    cov.legend(loc="lower left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -16,7 +16,7 @@ from pbn_cli.model import metrics
 
 
 def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int, pairs: tuple,
-                   probabilities: tuple | None = None) -> dict[str, str]:
+                   probabilities: tuple | None = None, attribution: dict | None = None) -> dict[str, str]:
     """Every picture of an evaluation (``pairs``: ``metrics.pair_scores``'s result; ``probabilities``: p(same) and
     labels of balanced pairs, for the reliability diagram); returns file name -> caption."""
     artists = np.asarray(artists, dtype=object)
@@ -49,6 +49,12 @@ def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int,
         plots.reliability_diagram(*probabilities, figures["calibration_ece"], folder / "reliability.png")
         made["reliability.png"] = ("reliability of p(same) on balanced pairs of this split: predicted probability "
                                    "against the share that are the same artist")
+    for protocol, key, words in (("workspace", "workspace_ece", "among the workspace's trained hands"),
+                                 ("unseen", "attribution_ece", "among unseen artists")):
+        if (attribution or {}).get(protocol):
+            name = f"attribution-{protocol}.png"
+            plots.attribution_diagram(attribution[protocol], figures[key], folder / name, f"who painted it, {words}")
+            made[name] = f"attribution {words}: reliability of p(top hand), and named answers' precision against coverage"
     method = plots.embedding_map(emb, artists, folder / "map.png", seed=seed)
     made["map.png"] = f"{method} map of the embeddings, coloured by artist (up to 30 artists)"
     return made
@@ -62,21 +68,45 @@ CALIBRATION_WORDS = {
 }
 
 
-def attribution_lines(figures: dict) -> list[str]:
-    """The report's attribution section (docs/metrics.md, "Attribution")."""
-    if not figures.get("attribution_divisions"):
-        return []
-    lines = ["## Who painted it: attribution among known hands", "",
-             f"The split's {figures['attribution_artists']} artists divided {figures['attribution_divisions']} times "
-             "(seeded) into known hands (half of each one's paintings form the gallery, the rest are queries) and "
-             "unknown hands (all their paintings are queries); means over the divisions, 95% intervals from the "
-             f"bootstrap over artists. p(hand) fitted on {figures['attribution_probability_fitted_on']}.", "",
-             "| figure | pbn attribute | 95% interval | what search gave before |", "| --- | --- | --- | --- |"]
+def _attribution_table(figures: dict, prefix: str, renamed: dict) -> list[str]:
+    lines = ["| figure | pbn attribute | 95% interval | what search gave before |", "| --- | --- | --- | --- |"]
     for key, name, base in ATTRIBUTION:
+        key, base = renamed.get(key, prefix + key), renamed.get(base, prefix + base) if base else None
+        if key not in figures:
+            continue
         lo, hi = figures[f"{key}_ci"]
         before = f"{figures[base]:.3f} ({'k-NN vote' if 'knn' in base else 'raw best score'})" if base else ""
         lines.append(f"| {name} | {figures[key]:.3f} | {lo:.3f} – {hi:.3f} | {before} |")
-    return [*lines, ""]
+    return lines
+
+
+UNSEEN_NAMES = {"auroc": "open_set_auroc", "auroc_raw": "open_set_auroc_raw", "unknown_rejected": "unknown_rejected",
+                "known_rejected": "known_rejected"}
+
+
+def attribution_lines(figures: dict) -> list[str]:
+    """The report's attribution sections (docs/metrics.md, "Attribution"): the workspace, then unseen artists."""
+    lines = []
+    if figures.get("workspace_hands"):
+        lines += ["## Who painted it: among the workspace's trained hands", "",
+                  f"Every training artist is a known hand ({figures['workspace_hands']}, their "
+                  f"{figures['workspace_gallery']} training paintings the gallery); queries: "
+                  f"{figures['workspace_known_queries']} held-out paintings of theirs (val) and "
+                  f"{figures['workspace_unknown_queries']} by artists never trained on (test, calib), known and unknown "
+                  f"weighing half each. Cross-fitted in {figures['workspace_folds']} folds of artists: no query is "
+                  f"answered by a model fitted on its artist. A name is given from p(top hand) ≥ "
+                  f"{figures['workspace_name_at']:.2f}.", "", *_attribution_table(figures, "workspace_", {}), ""]
+    if figures.get("attribution_divisions"):
+        spaces = figures.get("attribution_spaces") or {}
+        lines += ["## Who painted it: among unseen artists", "",
+                  f"The split's {figures['attribution_artists']} artists divided {figures['attribution_divisions']} "
+                  "times (seeded) into known hands (half of each one's paintings form the gallery, the rest are "
+                  "queries) and unknown hands (all their paintings are queries); 95% intervals from the bootstrap "
+                  f"over artists. p(hand) fitted on {figures['attribution_probability_fitted_on']}.",
+                  *([f"Scored: trained hands {spaces.get('trained')}; new hands {spaces.get('new')} (each chosen on "
+                     "its episodes; docs/metrics.md)."] if spaces else []), "",
+                  *_attribution_table(figures, "attribution_", UNSEEN_NAMES), ""]
+    return lines
 
 
 def write_report(folder: Path, title: str, figures: dict, pictures: dict[str, str], config: dict | None,

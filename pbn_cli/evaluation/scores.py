@@ -18,12 +18,16 @@ FIGURES = (
     ("calibration_ece", "calibration error of p(same)", "expected calibration error over balanced pairs: per probability bin, the gap between the share that are the same artist and the mean p(same), weighted by the bin's pairs (lower is better)"),
     ("reference_batch4_accuracy", "reference batch-of-4 accuracy", "inflated, for comparison only: mean distances of 4 triplets compared"),
 )
-#: the attribution figures (evaluation/attribution.py): name, what a person calls it, the baseline beside it
+#: the attribution figures (evaluation/attribution.py), after a protocol's prefix: name, what a person calls it,
+#: the baseline beside it
 ATTRIBUTION = (
-    ("attribution_top1", "top-1 attribution (known hands)", "attribution_knn_vote_top1"),
-    ("attribution_top5", "top-5 attribution (known hands)", None),
-    ("open_set_auroc", "open-set AUROC (known vs unknown hand)", "open_set_auroc_raw"),
-    ("open_set_auroc_gain", "AUROC gain over the raw best score (paired)", None),
+    ("top1", "top-1 attribution (known hands)", "knn_vote_top1"),
+    ("top5", "top-5 attribution (known hands)", None),
+    ("auroc", "open-set AUROC (known vs unknown hand, by p(unknown))", "auroc_raw"),
+    ("ece", "calibration error of p(top hand)", None),
+    ("named_precision", "named answers that are right", None),
+    ("named_coverage", "queries given a name", None),
+    ("probably_share", "queries answered 'probably …, uncertain'", None),
     ("unknown_rejected", "unknown hands answered 'unknown hand'", None),
     ("known_rejected", "known hands wrongly answered 'unknown hand'", None),
 )

@@ -1,15 +1,16 @@
-"""attribute: who painted this? The known hands ranked, each with a probability and its closest paintings, or
-"unknown hand" when none is likely enough.
+"""attribute: who painted this? The known hands ranked, each with a probability and its closest paintings, and
+one of three answers: the hand's name, "probably <hand>, uncertain", or "unknown hand".
 
 The known hands are the artists of the workspace's paintings (all of them,
-or one split's: ``among``), embedded by the model's store; the score, the
-probability and the unknown-hand rule are the attribution model `pbn eval`
+or one split's: ``among``), embedded by the model's store; the scores, the
+probabilities and the answer rule are the attribution model `pbn eval`
 fitted (model/attribution.py). A query that is itself one of the
 workspace's paintings is left out of its own hand, as search leaves it out.
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from pbn_cli.model.onnx_model import OnnxModel
 from pbn_cli.model.trained import TrainedModel
 
 AMONG = ("all", "train", "val", "calib", "test")
+ANSWER_COLOURS = {scoring.NAMED: "tab:green", scoring.PROBABLY: "tab:orange", scoring.UNKNOWN: "tab:red"}
 CLOSEST = 3  # paintings shown for each proposed hand
 
 
@@ -44,12 +46,25 @@ class Hand:
 class Attribution:
     query: str
     hands: list[Hand]  # most likely first
-    unknown: bool  # no hand reaches scoring.UNKNOWN_BELOW
+    verdict: str  # scoring.NAMED, scoring.PROBABLY or scoring.UNKNOWN (model/attribution.answer)
     unknown_probability: float  # that none of the known hands painted it
+    name_at: float  # p(top hand) from which a hand is named
+
+    @property
+    def unknown(self) -> bool:
+        return self.verdict == scoring.UNKNOWN
+
+    @property
+    def answer(self) -> str:
+        """In words: the hand, "probably <hand>, uncertain", or "unknown hand"."""
+        if self.unknown or not self.hands:
+            return scoring.UNKNOWN
+        return self.hands[0].artist if self.verdict == scoring.NAMED else f"probably {self.hands[0].artist}, uncertain"
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "answer": "unknown hand" if self.unknown else self.hands[0].artist,
-                "unknown_hand": self.unknown, "unknown_hand_probability": self.unknown_probability,
+        return {"query": self.query, "answer": self.answer, "verdict": self.verdict, "unknown_hand": self.unknown,
+                "named": self.verdict == scoring.NAMED, "named_from": self.name_at,
+                "unknown_hand_probability": self.unknown_probability,
                 "hands": [{"artist": h.artist, "probability": h.probability, "score": h.score,
                            "closest": h.closest.drop(columns=["cache_row"]).to_dict("records")} for h in self.hands]}
 
@@ -68,16 +83,16 @@ def check_request(model: TrainedModel, among: str, k: int) -> scoring.Attributor
     return model.attributor
 
 
-def known_hands(g: Gallery, model: TrainedModel, among: str) -> scoring.Known:
+def known_hands(g: Gallery, model: TrainedModel, among: str) -> scoring.KnownHands:
     """The artists of the gallery's paintings (of one split with ``among``) as hands to attribute to."""
     pool = np.flatnonzero(np.ones(len(g.table), bool) if among == "all" else (g.table["split"] == among).to_numpy())
     if not len(pool):
         raise InputError(f"--among {among}: the workspace has no paintings in the {among} split")
     table = g.table.iloc[pool]
-    return scoring.known(model.attributor, model.attributor.whiten(g.emb[pool]), table["artist"], table["image_id"])
+    return scoring.known(model.attributor, g.emb[pool], table["artist"], table["image_id"])
 
 
-def attribute_one(g: Gallery, hands: scoring.Known, model: TrainedModel, name: str, query: np.ndarray, k: int,
+def attribute_one(g: Gallery, hands: scoring.KnownHands, model: TrainedModel, name: str, query: np.ndarray, k: int,
                   itself: np.ndarray | None = None) -> Attribution:
     """One painting's hands; ``itself`` marks gallery rows that are the query's own file (left out of its hand)."""
     itself = np.zeros(len(g.table), bool) if itself is None else itself
@@ -86,7 +101,7 @@ def attribute_one(g: Gallery, hands: scoring.Known, model: TrainedModel, name: s
     artists = g.table["artist"].to_numpy(str)
     top = [Hand(str(a), float(s), float(p), _closest(g, np.flatnonzero((artists == a) & ~itself), query, model))
            for a, s, p in zip(ranked.artists[:k], ranked.scores[:k], ranked.probabilities[:k])]
-    return Attribution(name, top, ranked.unknown, ranked.unknown_probability)
+    return Attribution(name, top, ranked.answer, ranked.unknown_probability, ranked.name_at)
 
 
 def attribute(ws: Workspace, model: TrainedModel, images: list[Path], *, among: str = "all", k: int = 5,
@@ -115,19 +130,22 @@ def attribute_sheet(ws: Workspace, model: TrainedModel, images: list[Path], resu
     """One row per query: the query as the model sees it, then each proposed hand's closest painting."""
     plt = pyplot()
     data = CacheData(ws)
-    fig, axes = plt.subplots(len(results), hands + 1, figsize=(2.6 * (hands + 1), 3.0 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(len(results), hands + 1, figsize=(2.6 * (hands + 1), 3.3 * len(results) + 0.4),
+                             squeeze=False)
     for row, (image, result) in zip(axes, zip(images, results)):
         for ax in row:
             ax.axis("off")
         row[0].imshow(model.read(Path(image)))
-        verdict = "unknown hand" if result.unknown else f"{short(result.hands[0].artist, 22)}"
-        row[0].set_title(f"{short(result.query, 22)}\n→ {verdict}", fontsize=9,
-                         color="tab:red" if result.unknown else "tab:green")
+        verdict = textwrap.shorten(result.answer, 52, placeholder="…")
+        row[0].set_title(f"{short(result.query, 22)}\n→ {textwrap.fill(verdict, 28)}\n"
+                         f"p(unknown hand) = {result.unknown_probability:.2f}", fontsize=9,
+                         color=ANSWER_COLOURS[result.verdict])
         for ax, hand in zip(row[1:], result.hands[:hands]):
             if len(hand.closest):
                 ax.imshow(np.asarray(data.images[int(hand.closest["cache_row"].iloc[0])]))
             ax.set_title(f"{short(hand.artist, 22)}\np = {hand.probability:.2f}", fontsize=9)
-    fig.suptitle("who painted it: the most likely hands, each by its closest painting (p: probability of that hand)",
-                 fontsize=10)
-    fig.tight_layout()
+    fig.suptitle("who painted it: the most likely hands, each by its closest painting (p: probability of that hand)\n"
+                 "green: named; orange: probably, uncertain; red: unknown hand (p(unknown hand) at least the top hand's)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     save_figure(fig, path)

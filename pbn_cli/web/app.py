@@ -166,7 +166,7 @@ def _attribute(service: Service, file: tuple[bytes, str], among: str, k: int, wi
     if with_evidence and result.hands and len(result.hands[0].closest):
         top = result.hands[0]
         other = service.painting_file(str(top.closest["image_id"].iloc[0]))
-        verdict = "unknown hand (the closest hand shown)" if result.unknown else f"{top.artist}, p = {top.probability:.2f}"
+        verdict = "unknown hand (the closest hand shown)" if result.unknown else f"{result.answer}, p = {top.probability:.2f}"
         answer["evidence"] = _data_url(service.evidence(file, other, f"{query.name}: {verdict}"))
     return answer
 
