@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,13 @@ class Attributor:
     trained_artists: np.ndarray  # names of the hands the network was trained on
     open_set: OpenSet | None = None
     fitted_on: dict = field(default_factory=dict)
+    _whitened: dict = field(default_factory=dict, repr=False, compare=False)  # id(space) -> (space, background)
+
+    def whitened_background(self, sp: Space) -> np.ndarray:
+        """The background in ``sp``, whitened once per space."""
+        if id(sp) not in self._whitened:
+            self._whitened[id(sp)] = (sp, sp.whiten(self.background))
+        return self._whitened[id(sp)][1]
 
     def kinds(self, names) -> np.ndarray:
         """1 for a trained hand, 0 for a new one."""
@@ -178,18 +186,29 @@ def load_attributor(path: Path) -> Attributor | None:
         return Attributor.from_state({k: d[k] for k in d.files}) if "trained_artists" in d.files else None
 
 
-def space(emb: np.ndarray, power: float, aggregate: str = "prototype", k: int = BACKGROUND_K,
-          components: int = COMPONENTS) -> Space:
-    """The whitening of ``power`` from a PCA of ``emb`` (training paintings)."""
+def principal(emb: np.ndarray, components: int = COMPONENTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean, principal directions and variances of ``emb`` (at most ``components``, none of negligible
+    variance): what every whitening of it is made from."""
     x = np.asarray(emb, np.float64)
     mean = x.mean(0)
-    if power == 0:
-        return Space(0.0, aggregate, k, mean.astype(np.float32), np.zeros((x.shape[1], 0), np.float32))
+    if len(x) < 2:
+        return mean, np.zeros((0, x.shape[1])), np.zeros(0)
     _, sv, vt = np.linalg.svd(x - mean, full_matrices=False)
     lam = sv**2 / max(len(x) - 1, 1)
-    keep = min(components, int((lam > lam[0] * 1e-8).sum())) if len(lam) else 0
-    return Space(float(power), aggregate, k, mean.astype(np.float32),
-                 (vt[:keep].T / lam[:keep] ** power).astype(np.float32))
+    keep = min(components, int((lam > lam[0] * 1e-8).sum()))
+    return mean, vt[:keep], lam[:keep]
+
+
+def space(emb: np.ndarray, power: float, aggregate: str = "prototype", k: int = BACKGROUND_K,
+          components: int = COMPONENTS, basis: tuple | None = None) -> Space:
+    """The whitening of ``power`` from a PCA of ``emb`` (training paintings; ``basis``: ``principal(emb)`` when
+    already computed)."""
+    mean, vt, lam = basis if basis is not None else (np.asarray(emb, np.float64).mean(0), None, None)
+    if power == 0:
+        return Space(0.0, aggregate, k, mean.astype(np.float32), np.zeros((len(mean), 0), np.float32))
+    if vt is None:
+        mean, vt, lam = principal(emb, components)
+    return Space(float(power), aggregate, k, mean.astype(np.float32), (vt.T / lam**power).astype(np.float32))
 
 
 def fit(emb: np.ndarray, artists, ids, trained_artists=None, spaces: dict | None = None) -> Attributor:
@@ -228,10 +247,8 @@ def known(att: Attributor, emb: np.ndarray, artists, ids) -> KnownHands:
     for kind in set(KINDS[i] for i in np.unique(hands.kinds)):
         sp = att.spaces[kind]
         z = sp.whiten(emb)
-        hands.z[kind], hands.pool[kind] = z, sp.whiten(att.background)
-        sums = np.zeros((len(names), z.shape[1]))
-        np.add.at(sums, codes, z)
-        hands.sums[kind] = sums
+        hands.z[kind], hands.pool[kind] = z, att.whitened_background(sp)
+        hands.sums[kind] = (codes[None, :] == np.arange(len(names))[:, None]).astype(np.float64) @ z
     return hands
 
 
@@ -274,21 +291,48 @@ def _hand_similarity(hands: KnownHands, kind: str, sp: Space, zq: np.ndarray, it
     return cos
 
 
+def _query_sims(sp: Space, hands: KnownHands, kind: str, queries: np.ndarray, q_ids: np.ndarray):
+    """The queries whitened, and their similarities to the background (a query's own painting at -inf)."""
+    zq = sp.whiten(queries)
+    sims = zq @ hands.pool[kind].T
+    sims[hands.pool_ids[None, :] == q_ids[:, None]] = -np.inf
+    return zq, sims
+
+
+def _by_kind(hands: KnownHands, per_kind: dict, n: int) -> np.ndarray:
+    """(Q, A): each hand's column from the scores of its kind."""
+    out = np.full((n, len(hands.names)), -np.inf)
+    for kind, s in per_kind.items():
+        mine = hands.kinds == KINDS.index(kind)
+        out[:, mine] = s[:, mine]
+    return out
+
+
 def scores(att: Attributor, hands: KnownHands, queries: np.ndarray, q_ids) -> np.ndarray:
     """(Q, A): s(q, a) for raw query embeddings, each hand in its kind's space; a query that is a gallery painting
     is left out of its hand and of r."""
     q_ids = np.asarray(q_ids).astype(str)
-    out = np.full((len(queries), len(hands.names)), -np.inf)
     itself = hands.ids[None, :] == q_ids[:, None]
-    for kind, z in hands.z.items():
+    per_kind = {}
+    for kind in hands.z:
         sp = att.spaces[kind]
-        zq = sp.whiten(queries)
-        sims = zq @ hands.pool[kind].T
-        sims[hands.pool_ids[None, :] == q_ids[:, None]] = -np.inf
-        s = _hand_similarity(hands, kind, sp, zq, itself) - _background_term(sims, hands.pool_artists, hands.names,
-                                                                              sp.k)
-        mine = hands.kinds == KINDS.index(kind)
-        out[:, mine] = s[:, mine]
+        zq, sims = _query_sims(sp, hands, kind, queries, q_ids)
+        per_kind[kind] = (_hand_similarity(hands, kind, sp, zq, itself)
+                          - _background_term(sims, hands.pool_artists, hands.names, sp.k))
+    return _by_kind(hands, per_kind, len(queries))
+
+
+def _components(att: Attributor, hands: KnownHands, queries: np.ndarray, q_ids) -> dict:
+    """Per kind: the hand similarity under every aggregate, and r with BACKGROUND_K: every space of one whitening
+    from one pass (``choose_space``)."""
+    q_ids = np.asarray(q_ids).astype(str)
+    itself = hands.ids[None, :] == q_ids[:, None]
+    out = {}
+    for kind in hands.z:
+        sp = att.spaces[kind]
+        zq, sims = _query_sims(sp, hands, kind, queries, q_ids)
+        out[kind] = ({a: _hand_similarity(hands, kind, Space(sp.power, a, sp.k, sp.mean, sp.projection), zq, itself)
+                      for a in AGGREGATES}, _background_term(sims, hands.pool_artists, hands.names, BACKGROUND_K))
     return out
 
 
@@ -507,6 +551,11 @@ class Split:
         self.emb = np.asarray(self.emb, np.float32)
         self.artists, self.ids = np.asarray(self.artists).astype(str), np.asarray(self.ids).astype(str)
 
+    @cached_property
+    def basis(self) -> tuple:
+        """``principal(emb)``, computed once for every whitening of these paintings."""
+        return principal(self.emb)
+
     def take(self, rows) -> Split:
         return Split(self.emb[rows], self.artists[rows], self.ids[rows])
 
@@ -515,7 +564,7 @@ class Split:
 
 
 def new_hand_episodes(att: Attributor, calib: Split, seed: int, ep: Episodes | None = None,
-                      n: int = DIVISIONS) -> Episodes:
+                      n: int = DIVISIONS, score=scores) -> Episodes:
     """Divisions of artists never trained on into known and unknown hands (the unseen-artist protocol's shape)."""
     ep = ep or Episodes()
     if len(np.unique(calib.artists)) < 2:
@@ -525,14 +574,14 @@ def new_hand_episodes(att: Attributor, calib: Split, seed: int, ep: Episodes | N
                                     for d in divisions(calib.artists, seed + int(share * 100), n // len(shares), share)]:
         hands = known(att, calib.emb[g], calib.artists[g], calib.ids[g])
         asked = np.r_[q, u]
-        s = scores(att, hands, calib.emb[asked], calib.ids[asked])
+        s = score(att, hands, calib.emb[asked], calib.ids[asked])
         labels = np.r_[np.searchsorted(hands.names, calib.artists[q]), np.full(len(u), -1)]
         ep.add(s, hands, labels, calib.artists[asked], 1.0 / (n // len(shares) * len(shares)))
     return ep
 
 
 def use_episodes(att: Attributor, gallery: Split, held_out: Split, unknown: Split, seed: int,
-                 ep: Episodes | None = None, shares=(1.0, 0.5, 0.25)) -> Episodes:
+                 ep: Episodes | None = None, shares=(1.0, 0.5, 0.25), score=scores) -> Episodes:
     """Episodes shaped like use: a share of the trained hands (all, half, a quarter: the model learns how the
     number of hands matters) with their training paintings as gallery, their held-out paintings as known queries,
     and paintings by artists never trained on as unknown ones."""
@@ -547,7 +596,7 @@ def use_episodes(att: Attributor, gallery: Split, held_out: Split, unknown: Spli
             continue
         hands = known(att, g.emb, g.artists, g.ids)
         asked = Split(np.r_[q.emb, unknown.emb], np.r_[q.artists, unknown.artists], np.r_[q.ids, unknown.ids])
-        s = scores(att, hands, asked.emb, asked.ids)
+        s = score(att, hands, asked.emb, asked.ids)
         labels = np.r_[np.searchsorted(hands.names, q.artists), np.full(len(unknown.emb), -1)]
         ep.add(s, hands, labels, asked.artists, 1.0 / len(shares))
     return ep
@@ -566,24 +615,33 @@ def _space_quality(ep: Episodes) -> float:
 
 
 def choose_space(background: Split, make_episodes, kind: str, trained_artists) -> tuple[Space, dict]:
-    """The space for one kind of hand, by its quality on ``make_episodes(att)`` (mean of top-1 and open-set AUROC),
-    among every power, aggregate and background size. DEFAULT, the best on real paintings (docs/benchmarks.md),
-    stays unless another is better by MARGIN (a few calib artists make the figure noisy) or the raw score beats
-    it; without episodes it stays too."""
+    """The space for one kind of hand, by its quality on ``make_episodes(att, score)`` (mean of top-1 and open-set
+    AUROC), among every power, aggregate and background size (each whitening's four scored from one pass).
+    DEFAULT, the best on real paintings (docs/benchmarks.md), stays unless another is better by MARGIN (a few
+    calib artists make the figure noisy) or the raw score beats it; without episodes it stays too."""
     tried, candidates = {}, []
     for power in POWERS:
         if power and len(background.emb) < 2:
             continue
-        base = space(background.emb, power)
+        base = space(background.emb, power, basis=background.basis)
+        att = Attributor({other: Space(power, "prototype", BACKGROUND_K, base.mean, base.projection) for other in KINDS},
+                         background.emb, background.artists, background.ids,
+                         np.unique(np.asarray(trained_artists).astype(str)))
+        passes = []
+
+        def record(att_, hands, queries, q_ids):
+            passes.append((hands, _components(att_, hands, queries, q_ids), len(queries)))
+            return np.zeros((len(queries), len(hands.names)))
+
+        ep = make_episodes(att, record)
+        if not len(ep):
+            return _default_space(background), {}
         for aggregate in AGGREGATES:
             for k in KS:
-                sp = Space(power, aggregate, k, base.mean, base.projection)
-                att = Attributor({other: sp for other in KINDS}, background.emb, background.artists, background.ids,
-                                 np.unique(np.asarray(trained_artists).astype(str)))
-                ep = make_episodes(att)
-                if not len(ep):
-                    return _default_space(background), {}
+                ep.s = [_by_kind(hands, {kd: sims[aggregate] - (r if k else 0.0) for kd, (sims, r) in parts.items()}, n)
+                        for hands, parts, n in passes]
                 q = _space_quality(ep)
+                sp = Space(power, aggregate, k, base.mean, base.projection)
                 tried[sp.describe()] = round(q, 4)
                 candidates.append((q, (power, aggregate, k), sp))
     by_key = {key: (q, sp) for q, key, sp in candidates}
@@ -597,7 +655,7 @@ def choose_space(background: Split, make_episodes, kind: str, trained_artists) -
 
 def _default_space(background: Split) -> Space:
     power, aggregate, k = DEFAULT if len(background.emb) > 1 else RAW
-    base = space(background.emb, power)
+    base = space(background.emb, power, basis=background.basis)
     return Space(power, aggregate, k, base.mean, base.projection)
 
 
@@ -646,11 +704,11 @@ def fit_attributor(background: Split, held_out: Split, calib: Split, seed: int, 
     trained_artists = np.unique(background.artists if trained_artists is None else trained_artists)
     held_out, unknown = _sample(held_out.of(trained_artists), seed, 1), _sample(calib, seed, 2)
 
-    def use(att: Attributor) -> Episodes:
-        return use_episodes(att, background, held_out, unknown, seed)
+    def use(att: Attributor, score=scores) -> Episodes:
+        return use_episodes(att, background, held_out, unknown, seed, score=score)
 
-    def new(att: Attributor) -> Episodes:
-        return new_hand_episodes(att, calib, seed)
+    def new(att: Attributor, score=scores) -> Episodes:
+        return new_hand_episodes(att, calib, seed, score=score)
 
     chosen, tried = {}, {}
     for kind, make in (("trained", use), ("new", new)):
