@@ -159,8 +159,11 @@ def attribution_diagram(pictures: dict, ece: float, path: Path, title: str) -> N
     ax.legend(loc="upper left", fontsize=8)
     curve = np.array(pictures["curve"], float)
     cov.plot(curve[:, 1], curve[:, 2], marker=".", color="tab:purple")
+    shown = set()
     for level, c, p in curve[::2]:
-        cov.annotate(f"{level:.2f}", (c, p), textcoords="offset points", xytext=(3, 3), fontsize=7, color="grey")
+        if (round(c, 3), round(p, 3)) not in shown:  # low levels name the same answers: label the point once
+            shown.add((round(c, 3), round(p, 3)))
+            cov.annotate(f"{level:.2f}", (c, p), textcoords="offset points", xytext=(3, 3), fontsize=7, color="grey")
     c, p = pictures["rule"]
     cov.plot([c], [p], marker="*", ms=14, color="tab:red", ls="none", label=f"the answer rule: {p:.2f} right, {c:.0%} named")
     cov.set(xlabel="share of queries named", ylabel="share of named answers that are right", xlim=(0, 1),

@@ -291,12 +291,17 @@ def _hand_similarity(hands: KnownHands, kind: str, sp: Space, zq: np.ndarray, it
     return cos
 
 
-def _query_sims(sp: Space, hands: KnownHands, kind: str, queries: np.ndarray, q_ids: np.ndarray):
-    """The queries whitened, and their similarities to the background (a query's own painting at -inf)."""
-    zq = sp.whiten(queries)
-    sims = zq @ hands.pool[kind].T
-    sims[hands.pool_ids[None, :] == q_ids[:, None]] = -np.inf
-    return zq, sims
+def _per_kind(att: Attributor, hands: KnownHands, queries: np.ndarray, q_ids):
+    """For each kind of hand in the gallery: its space, the queries whitened in it, their similarities to the
+    background (a query's own painting at -inf), and which gallery paintings are the queries themselves."""
+    q_ids = np.asarray(q_ids).astype(str)
+    itself = hands.ids[None, :] == q_ids[:, None]
+    for kind in hands.z:
+        sp = att.spaces[kind]
+        zq = sp.whiten(queries)
+        sims = zq @ hands.pool[kind].T
+        sims[hands.pool_ids[None, :] == q_ids[:, None]] = -np.inf
+        yield kind, sp, zq, sims, itself
 
 
 def _by_kind(hands: KnownHands, per_kind: dict, n: int) -> np.ndarray:
@@ -311,29 +316,17 @@ def _by_kind(hands: KnownHands, per_kind: dict, n: int) -> np.ndarray:
 def scores(att: Attributor, hands: KnownHands, queries: np.ndarray, q_ids) -> np.ndarray:
     """(Q, A): s(q, a) for raw query embeddings, each hand in its kind's space; a query that is a gallery painting
     is left out of its hand and of r."""
-    q_ids = np.asarray(q_ids).astype(str)
-    itself = hands.ids[None, :] == q_ids[:, None]
-    per_kind = {}
-    for kind in hands.z:
-        sp = att.spaces[kind]
-        zq, sims = _query_sims(sp, hands, kind, queries, q_ids)
-        per_kind[kind] = (_hand_similarity(hands, kind, sp, zq, itself)
-                          - _background_term(sims, hands.pool_artists, hands.names, sp.k))
-    return _by_kind(hands, per_kind, len(queries))
+    return _by_kind(hands, {kind: _hand_similarity(hands, kind, sp, zq, itself)
+                            - _background_term(sims, hands.pool_artists, hands.names, sp.k)
+                            for kind, sp, zq, sims, itself in _per_kind(att, hands, queries, q_ids)}, len(queries))
 
 
 def _components(att: Attributor, hands: KnownHands, queries: np.ndarray, q_ids) -> dict:
     """Per kind: the hand similarity under every aggregate, and r with BACKGROUND_K: every space of one whitening
     from one pass (``choose_space``)."""
-    q_ids = np.asarray(q_ids).astype(str)
-    itself = hands.ids[None, :] == q_ids[:, None]
-    out = {}
-    for kind in hands.z:
-        sp = att.spaces[kind]
-        zq, sims = _query_sims(sp, hands, kind, queries, q_ids)
-        out[kind] = ({a: _hand_similarity(hands, kind, Space(sp.power, a, sp.k, sp.mean, sp.projection), zq, itself)
-                      for a in AGGREGATES}, _background_term(sims, hands.pool_artists, hands.names, BACKGROUND_K))
-    return out
+    return {kind: ({a: _hand_similarity(hands, kind, Space(sp.power, a, sp.k, sp.mean, sp.projection), zq, itself)
+                    for a in AGGREGATES}, _background_term(sims, hands.pool_artists, hands.names, BACKGROUND_K))
+            for kind, sp, zq, sims, itself in _per_kind(att, hands, queries, q_ids)}
 
 
 def _hand_features(s: np.ndarray, kinds: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -400,16 +393,15 @@ def probabilities(att: Attributor, hands: KnownHands, s: np.ndarray) -> tuple[np
 @dataclass
 class Episodes:
     """Queries answered in fitting episodes: their scores among the episode's hands, the hands' kinds and gallery
-    sizes, the true hand (-1: unknown), and each query's weight and artist."""
+    sizes, the true hand (-1: unknown), and each query's weight."""
 
     s: list = field(default_factory=list)
     kinds: list = field(default_factory=list)
     counts: list = field(default_factory=list)
     labels: list = field(default_factory=list)
     weights: list = field(default_factory=list)
-    artists: list = field(default_factory=list)
 
-    def add(self, s: np.ndarray, hands: KnownHands, labels: np.ndarray, artists, weight: float = 1.0) -> None:
+    def add(self, s: np.ndarray, hands: KnownHands, labels: np.ndarray, weight: float = 1.0) -> None:
         """One episode's queries; known and unknown ones weigh half each, the episode ``weight`` in all."""
         unknown = labels < 0
         w = weight * np.where(unknown, 0.5 / max(unknown.sum(), 1), 0.5 / max((~unknown).sum(), 1))
@@ -420,7 +412,6 @@ class Episodes:
         self.counts.append(hands.counts)
         self.labels.append(np.asarray(labels, int))
         self.weights.append(w)
-        self.artists.append(np.asarray(artists).astype(str))
 
     def __len__(self) -> int:
         return sum(map(len, self.labels))
@@ -576,7 +567,7 @@ def new_hand_episodes(att: Attributor, calib: Split, seed: int, ep: Episodes | N
         asked = np.r_[q, u]
         s = score(att, hands, calib.emb[asked], calib.ids[asked])
         labels = np.r_[np.searchsorted(hands.names, calib.artists[q]), np.full(len(u), -1)]
-        ep.add(s, hands, labels, calib.artists[asked], 1.0 / (n // len(shares) * len(shares)))
+        ep.add(s, hands, labels, 1.0 / (n // len(shares) * len(shares)))
     return ep
 
 
@@ -598,7 +589,7 @@ def use_episodes(att: Attributor, gallery: Split, held_out: Split, unknown: Spli
         asked = Split(np.r_[q.emb, unknown.emb], np.r_[q.artists, unknown.artists], np.r_[q.ids, unknown.ids])
         s = score(att, hands, asked.emb, asked.ids)
         labels = np.r_[np.searchsorted(hands.names, q.artists), np.full(len(unknown.emb), -1)]
-        ep.add(s, hands, labels, asked.artists, 1.0 / len(shares))
+        ep.add(s, hands, labels, 1.0 / len(shares))
     return ep
 
 
