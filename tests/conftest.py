@@ -12,6 +12,10 @@ from typer.testing import CliRunner
 from pbn_cli.cli import app
 from pbn_cli.data.synth import synth
 
+# the suite embeds with PyTorch, as every test's expected figures were written for; tests/test_engine.py runs the
+# same fixtures through the onnx engine (the default on a CPU with the extra) and checks it against this one
+os.environ["PBN_ENGINE"] = "torch"
+
 
 @pytest.fixture(scope="session")
 def quirky_set(tmp_path_factory) -> Path:

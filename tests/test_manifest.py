@@ -23,7 +23,9 @@ def test_provenance_round_trips(tmp_path):
 def test_crash_during_write_leaves_the_previous_manifest(tmp_path, monkeypatch):
     path = tmp_path / "clean.parquet"
     write_manifest(path, pd.DataFrame({"a": [1]}), Record("clean"))
-    real_write = manifest.pq.write_table
+    import pyarrow.parquet as pq  # the module manifest writes with, imported when it writes
+
+    real_write = pq.write_table
 
     def dies_half_way(table, where, **kw):
         real_write(table, where, **kw)
@@ -31,7 +33,7 @@ def test_crash_during_write_leaves_the_previous_manifest(tmp_path, monkeypatch):
             f.truncate(os.path.getsize(where) // 2)
         raise KeyboardInterrupt  # the process is stopped mid-write
 
-    monkeypatch.setattr(manifest.pq, "write_table", dies_half_way)
+    monkeypatch.setattr(pq, "write_table", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         write_manifest(path, pd.DataFrame({"a": [7, 8, 9]}), Record("clean"))
     frame, _ = read_manifest(path)

@@ -85,26 +85,26 @@ def test_onnxruntime_embeds_as_pytorch_does(exported):
     from pbn_cli.core.workspace import Workspace
     from pbn_cli.model import trained
     from pbn_cli.model.embed import embed_images
-    from pbn_cli.model.onnx_model import OnnxModel
 
     ws, run, path = exported
     cpu = torch.device("cpu")
     model, torch_model = trained.from_file(path), trained.from_run(Workspace(ws), run)
-    assert isinstance(model, OnnxModel) and model.name == run and model.fingerprint() == torch_model.fingerprint()
+    assert model.runtime is not None and model.state is None
+    assert model.name == run and model.fingerprint() == torch_model.fingerprint()
     assert model.calibration == torch_model.calibration
     assert (model.image_size, model.fit) == (torch_model.image_size, torch_model.fit)
     data = CacheData(Workspace(ws))
     images = data.gather(data.split("test").rows)
     expected = embed_images(torch_model.network(cpu), lambda idx: images[idx], len(images), cpu)
-    assert np.abs(model.embed_batch(images) - expected).max() < 1e-4  # the test paintings, batched
+    assert np.abs(model.runtime.session.run(None, {"images": images})[0] - expected).max() < 1e-4  # batched
     for pixels in [model.read(p) for p in _images(ws, 3)]:  # through the image door, one painting alone
         assert np.abs(model.embed_one(pixels) - torch_model.embed_one(pixels, cpu)).max() < 1e-4
-    meta = model.session.get_modelmeta().custom_metadata_map
+    meta = model.runtime.metadata
     config = torch_model.config.model
     assert (meta["pbn.view"], int(meta["pbn.input_size"]), meta["pbn.weights"]) == \
         (config.view, config.input_size, torch_model.fingerprint())
     assert float(meta["pbn.threshold"]) == torch_model.calibration["threshold"]
-    assert [i.type for i in model.session.get_inputs()] == ["tensor(uint8)"]
+    assert [i.type for i in model.runtime.session.get_inputs()] == ["tensor(uint8)"]
 
 
 def test_compare_with_the_onnx_model_gives_the_runs_verdict(exported, tmp_path, monkeypatch):
@@ -127,7 +127,14 @@ def test_compare_with_the_onnx_model_gives_the_runs_verdict(exported, tmp_path, 
     assert (tmp_path / "v.png").exists()
     evidence = runner.invoke(app, ["compare", a, b, "--model", str(path), "--evidence", "e.png"])
     assert evidence.exit_code == 2 and "is an ONNX model" in one_error_line(evidence.output)
-    who = runner.invoke(app, ["attribute", a, "--model", str(path), "-w", str(ws)])
+    who = runner.invoke(app, ["attribute", a, "--model", str(path), "-w", str(ws), "--json"])  # the run's attribution
+    by_run = runner.invoke(app, ["attribute", a, "--run", run, "-w", str(ws), "--json"])
+    assert who.exit_code == by_run.exit_code == 0, who.output
+    ours, theirs = (json.loads(r.stdout)["paintings"][0] for r in (who, by_run))  # hands far behind tie at 0
+    assert (ours["answer"], ours["hands"][0]["artist"]) == (theirs["answer"], theirs["hands"][0]["artist"])
+    empty = tmp_path / "empty"
+    shutil.copytree(ws, empty, ignore=shutil.ignore_patterns("runs"))  # the paintings, not the run
+    who = runner.invoke(app, ["attribute", a, "--model", str(path), "-w", str(empty)])
     assert who.exit_code == 2 and "carries no attribution model" in one_error_line(who.output), who.output
 
 

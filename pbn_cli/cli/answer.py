@@ -12,6 +12,7 @@ from pbn_cli.cli.app import (
     DEFAULT_WS,
     CheckpointOpt,
     DeviceOpt,
+    EngineOpt,
     GpuOpt,
     HalfOpt,
     JsonOpt,
@@ -21,6 +22,8 @@ from pbn_cli.cli.app import (
     WorkspaceOpt,
     command,
     device_name,
+    load_model,
+    torch_device,
 )
 from pbn_cli.cli.app import workspace as workspace_
 
@@ -39,6 +42,7 @@ def compare(
     sheet: SheetOpt = None,
     evidence: EvidenceOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Were these two paintings made by the same artist? Distance, probability, verdict.
@@ -49,13 +53,10 @@ def compare(
 
     Example: pbn compare a.jpg b.png --evidence evidence.png
     """
-    from pbn_cli.core.device import select_device
     from pbn_cli.inference.compare import compare as run_compare
     from pbn_cli.inference.compare import verdict_sheet
-    from pbn_cli.model import trained as models
 
-    trained = models.from_file(model) if model else models.from_run(workspace_(workspace), run, checkpoint)
-    dev = select_device(device)
+    trained, dev = load_model(model, None if model else workspace_(workspace), run, checkpoint, engine, device)
     verdict = run_compare(trained, a, b, device=dev)
     if sheet:
         verdict_sheet(trained, a, b, verdict, sheet)
@@ -63,6 +64,7 @@ def compare(
         from pbn_cli.inference.evidence import evidence as matched
         from pbn_cli.inference.evidence import evidence_sheet, tiles
 
+        dev = dev or torch_device(device)
         word = "same artist" if verdict.same_artist else "different artists"
         evidence_sheet(matched(tiles(trained, a, dev), tiles(trained, b, dev)), evidence,
                        f"{a.name} and {b.name}: {word}, p(same) = {verdict.same_artist_probability:.2f}")
@@ -92,11 +94,14 @@ def search(
     index: Annotated[str, typer.Option(help="exact: every embedding compared; faiss: the store's vector index (built "
                                        "once; pip install 'pbn[faiss]'); auto: faiss for large collections.")] = "auto",
     run: RunOpt = None,
+    model: Annotated[Optional[Path], typer.Option(help="An exported model file instead of a workspace run (the "
+                                                  "workspace still holds the paintings).")] = None,
     checkpoint: CheckpointOpt = "best",
     half: HalfOpt = False,
     as_json: JsonOpt = False,
     sheet: SheetOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """The workspace's paintings nearest to IMAGE, and the vote of their artists.
@@ -110,19 +115,16 @@ def search(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.core.device import select_device
     from pbn_cli.inference import filters
     from pbn_cli.inference.index import finder_for
     from pbn_cli.inference.search import check_request, gallery, search_sheet
     from pbn_cli.inference.search import search as run_search
-    from pbn_cli.model import trained as models
 
     check_request(k, split)
     ws = workspace_(workspace)
-    trained = models.from_run(ws, run, checkpoint)
-    dev = select_device(device)
-    trained.read(image)  # a query that is not an image stops here, before any embedding
     with console.progress("search", unit="paintings") as bar:
+        trained, dev = load_model(model, ws, run, checkpoint, engine, device, bar)
+        trained.read(image)  # a query that is not an image stops here, before any embedding
         g = gallery(ws, trained, dev, half=half, progress=bar)
         finder = finder_for(index, g, trained.store(ws, half), progress=bar)
     result = run_search(ws, trained, image=image, k=k, split=split, where=filters.mask(g.table, where), device=dev,
@@ -155,6 +157,7 @@ def attribute(
     sheet: SheetOpt = None,
     evidence: EvidenceOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Who painted it? The most likely known hands, each with a probability and its closest paintings, and an answer.
@@ -174,20 +177,17 @@ def attribute(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.core.device import select_device
     from pbn_cli.inference.attribute import attribute as run_attribute
     from pbn_cli.inference.attribute import attribute_sheet
-    from pbn_cli.model import trained as models
 
     ws = workspace_(workspace)
-    trained = models.from_file(model) if model else models.from_run(ws, run, checkpoint)
-    dev = select_device(device)
     with console.progress("attribute", unit="paintings") as bar:
+        trained, dev = load_model(model, ws, run, checkpoint, engine, device, bar)
         results = run_attribute(ws, trained, images, among=among, k=k, device=dev, progress=bar)
     if sheet:
         attribute_sheet(ws, trained, images, results, sheet)
     if evidence:
-        _attribution_evidence(ws, trained, images[0], results[0], evidence, dev)
+        _attribution_evidence(ws, trained, images[0], results[0], evidence, dev or torch_device(device))
     if as_json:
         print(json.dumps({"run": trained.name, "among": among, "paintings": [r.to_dict() for r in results]}))
         return
@@ -231,6 +231,7 @@ def predict(
     checkpoint: CheckpointOpt = "best",
     device: DeviceOpt = "auto",
     gpu: GpuOpt = False,
+    engine: EngineOpt = "auto",
     workers: WorkersOpt = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
@@ -245,20 +246,14 @@ def predict(
     Example: pbn predict submission_info.csv --images kaggle/test -o submission.csv --gpu
     """
     from pbn_cli.cli import console
-    from pbn_cli.core.device import select_device
     from pbn_cli.inference.predict import predict as run_predict
     from pbn_cli.inference.predict import run_cache
-    from pbn_cli.model import trained as models
 
-    if model:
-        trained, cache = models.from_file(model), None
-    else:
-        ws = workspace_(workspace)
-        trained = models.from_run(ws, run, checkpoint)
-        cache = run_cache(ws, trained)
+    ws = None if model else workspace_(workspace)
     with console.progress("predict") as bar:
-        result = run_predict(trained, pairs_csv, images, output, device=select_device(device_name(device, gpu)),
-                             missing=missing, cache=cache, workers=workers, progress=bar)
+        trained, dev = load_model(model, ws, run, checkpoint, engine, device_name(device, gpu), bar)
+        cache = None if model else run_cache(ws, trained)
+        result = run_predict(trained, pairs_csv, images, output, device=dev, missing=missing, cache=cache, workers=workers, progress=bar)
     console.out.print(
         f"predict: {result.rows:,} pairs over {result.images:,} images ({result.computed:,} embedded now, "
         f"{result.cached:,} from the cache) with run {trained.name}; wrote {result.output}"

@@ -66,6 +66,11 @@ GpuOpt = Annotated[bool, typer.Option("--gpu", help="Short for --device cuda.")]
 SheetOpt = Annotated[Optional[Path], typer.Option(help="Save a picture of the answer (PNG).")]
 HalfOpt = Annotated[bool, typer.Option("--half", help="Embeddings stored in float16: half the disk and memory "
                                       "(docs/benchmarks.md says what it costs the figures).")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", envvar="PBN_ENGINE",
+    help="What embeds the paintings: onnx (onnxruntime on the CPU: 1.7-3.6x faster there and answers without "
+         "loading PyTorch; a run's network is exported once, by its first eval; pip install 'pbn[onnx]'), torch "
+         "(PyTorch, any device) or auto: onnx on the CPU when installed.")]
 DEFAULT_WS = Path("workspace")
 
 
@@ -108,6 +113,26 @@ def command(fn):
 def device_name(device: str, gpu: bool) -> str:
     """--gpu is short for --device cuda."""
     return "cuda" if gpu else device
+
+
+def load_model(model: Path | None, ws, run: str | None, which: str, engine: str, device: str, progress=None):
+    """The model that answers: an exported file (--model) or a workspace run, embedding with the engine that
+    ``--engine`` and ``--device`` choose; and the torch device (None when onnxruntime embeds)."""
+    from pbn_cli.core.progress import SILENT
+    from pbn_cli.model import trained
+    from pbn_cli.model.engine import choose
+
+    chosen = choose(engine, device)
+    model = trained.from_file(model, ws) if model else trained.from_run(ws, run, which, engine_name=chosen,
+                                                                        progress=progress or SILENT)
+    return model, torch_device(device) if model.runtime is None else None
+
+
+def torch_device(name: str):
+    """The torch device ``--device`` names (importing torch)."""
+    from pbn_cli.core.device import select_device
+
+    return select_device(name)
 
 
 def workspace(path: Path):

@@ -11,6 +11,7 @@ from pbn_cli.cli.app import (
     DEFAULT_WS,
     CheckpointOpt,
     DeviceOpt,
+    EngineOpt,
     GpuOpt,
     HalfOpt,
     JsonOpt,
@@ -18,6 +19,7 @@ from pbn_cli.cli.app import (
     WorkspaceOpt,
     command,
     device_name,
+    load_model,
 )
 from pbn_cli.cli.app import workspace as workspace_
 
@@ -30,6 +32,7 @@ def embed(
     chunk: Annotated[int, typer.Option(min=1, help="Paintings per chunk file of the store: the most a killed pass loses.")] = 512,
     device: DeviceOpt = "auto",
     gpu: GpuOpt = False,
+    engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Embed every painting of the workspace that the run's embedding store lacks.
@@ -42,12 +45,17 @@ def embed(
 
     Example: pbn embed -w workspace (several GPUs: torchrun --nproc_per_node=4 -m pbn_cli embed --gpu)
     """
+    import os
+
     from pbn_cli.cli import console
     from pbn_cli.inference.collection import embed as run_embed
+    from pbn_cli.model.engine import choose
 
+    where = device_name(device, gpu)
+    alone = int(os.environ.get("WORLD_SIZE", "1")) <= 1  # under torchrun the ranks share the work with torch
     with console.progress("embed", unit="paintings") as bar:
-        done = run_embed(workspace_(workspace), run_name=run, which=checkpoint, device_name=device_name(device, gpu),
-                         half=half, chunk=chunk, progress=bar)
+        done = run_embed(workspace_(workspace), run_name=run, which=checkpoint, device_name=where,
+                         engine_name=choose(engine, where) if alone else "torch", half=half, chunk=chunk, progress=bar)
     console.out.print(f"embed: run {done.run}: {done.embedded:,} paintings embedded now, {done.paintings:,} in the "
                       f"store, in {done.seconds:.1f} s on {done.world} process(es); {done.store}")
 
@@ -61,6 +69,7 @@ def index(
     half: HalfOpt = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """The embedding stores of the workspace and their vector indexes (FAISS: pip install 'pbn[faiss]').
@@ -75,18 +84,16 @@ def index(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.core.device import select_device
     from pbn_cli.core.errors import InputError
     from pbn_cli.inference import index as vector_index
     from pbn_cli.inference.collection import stores
     from pbn_cli.inference.search import gallery
-    from pbn_cli.model import trained as models
 
     ws = workspace_(workspace)
     if action == "build":
-        model = models.from_run(ws, run, checkpoint)
         with console.progress("index", unit="paintings") as bar:
-            g = gallery(ws, model, select_device(device), half=half, progress=bar)
+            model, dev = load_model(None, ws, run, checkpoint, engine, device, bar)
+            g = gallery(ws, model, dev, half=half, progress=bar)
             built = vector_index.load_or_build(g, model.store(ws, half), progress=bar)
         console.out.print(f"index: {built.about['paintings']:,} paintings, {built.about['cells']:,} cells, nprobe "
                           f"{built.nprobe}, recall@10 {built.about['recall_at_10']:.3f} against exact search")
@@ -97,11 +104,12 @@ def index(
     if as_json:
         print(json.dumps(found, indent=2))
         return
-    table = Table("store", "model", "stored", "of the workspace", "MB", "index", title=f"embedding stores of {ws.root}")
+    table = Table("store", "model", "stored", "of the workspace", "MB", "engine (chunks)", "index",
+                  title=f"embedding stores of {ws.root}")
     for s in found:
         ix = s["index"]
         described = (f"{ix['paintings']:,} paintings, {ix['cells']} cells, nprobe {ix['nprobe']}, recall@10 "
                      f"{ix['recall_at_10']:.3f}") if ix else "none (exact search)"
         table.add_row(s["store"], s.get("model", ""), f"{s['stored']:,}", f"{s['of_the_workspace']:,} / {s['workspace']:,}",
-                      f"{s['megabytes']:.1f}", described)
+                      f"{s['megabytes']:.1f}", ", ".join(f"{e} {n}" for e, n in sorted(s["engines"].items())), described)
     console.out.print(table if found else f"no embedding store in {ws.root} yet: `pbn embed`, `pbn eval` or `pbn search` fill one")

@@ -55,13 +55,11 @@ class _Story:
     """What the demo's compare, search and attribute steps said, in words, and why two of them may disagree."""
 
     def __init__(self, ws: Path, device: str):
-        from pbn_cli.core.device import select_device
+        from pbn_cli.cli.app import load_model
         from pbn_cli.core.workspace import Workspace
-        from pbn_cli.model import trained as models
 
         self.ws = Workspace(ws)
-        self.model = models.from_run(self.ws, "demo", "best")
-        self.device = select_device(device)
+        self.model, self.device = load_model(None, self.ws, "demo", "best", "auto", device)
 
     def compare(self, a: Path, b: Path, same_painter: bool) -> str:
         from pbn_cli.core.atomic import read_json

@@ -11,6 +11,7 @@ from pbn_cli.cli.app import (
     DEFAULT_WS,
     CheckpointOpt,
     DeviceOpt,
+    EngineOpt,
     GpuOpt,
     HalfOpt,
     JsonOpt,
@@ -37,6 +38,7 @@ def eval(
     half: HalfOpt = False,
     device: DeviceOpt = "auto",
     gpu: GpuOpt = False,
+    engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Evaluate a run on artists it never saw: embeddings and metrics of docs/metrics.md.
@@ -56,15 +58,18 @@ def eval(
         evaluate_baseline,
     )
     from pbn_cli.evaluation.scores import FIGURES
+    from pbn_cli.model.engine import choose
 
     ws = workspace_(workspace)
+    chosen = None if baseline else choose(engine, device_name(device, gpu))
     with console.progress("eval: embedding", unit="paintings") as bar:
         if baseline:
             result = evaluate_baseline(ws, name=baseline, split=split, seed=seed, n_triplets=triplets,
                                        group_size=group_size, progress=bar)
         else:
-            result = evaluate(ws, run_name=run, split=split, which=checkpoint, device_name=device_name(device, gpu), seed=seed,
-                              n_triplets=triplets, group_size=group_size, half=half, progress=bar)
+            result = evaluate(ws, run_name=run, split=split, which=checkpoint, device_name=device_name(device, gpu),
+                              engine_name=chosen, seed=seed, n_triplets=triplets, group_size=group_size, half=half,
+                              progress=bar)
     m = result.metrics
     base = None if baseline else baseline_metrics(ws, split)
     what = f"baseline {result.run}" if baseline else f"run {result.run}"
@@ -84,6 +89,10 @@ def eval(
     )
     for line in _attribution_summary(m):
         console.out.print(line, highlight=False)
+    if m.get("seconds"):
+        console.out.print(f"time: {sum(m['seconds'].values()):.0f} s, " + ", ".join(
+            f"{phase} {s:.0f} s" for phase, s in m["seconds"].items()) + "; report.md says what was embedded now",
+            highlight=False)
     console.out.print(f"eval: wrote {result.folder}")
 
 

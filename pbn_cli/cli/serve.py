@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pbn_cli.cli.app import DEFAULT_WS, CheckpointOpt, DeviceOpt, RunOpt, WorkspaceOpt, command
+from pbn_cli.cli.app import DEFAULT_WS, CheckpointOpt, DeviceOpt, EngineOpt, RunOpt, WorkspaceOpt, command, load_model
 from pbn_cli.cli.app import workspace as workspace_
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -22,6 +22,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; only this machine can reach 127.0.0.1.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8765,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """A local web page over a trained run: compare two paintings, search the workspace, read the runs' reports.
@@ -39,16 +40,15 @@ def serve(
     require("web", WEB_MODULES, "pbn serve")
 
     from pbn_cli.cli import console
-    from pbn_cli.core.device import select_device
-    from pbn_cli.model import trained as models
     from pbn_cli.web.app import address, bind
     from pbn_cli.web.app import serve as run_server
     from pbn_cli.web.service import Service
 
     ws = None if model else workspace_(workspace)
-    trained = models.from_file(model) if model else models.from_run(ws, run, checkpoint)
+    with console.progress("serve") as bar:
+        trained, dev = load_model(model, ws, run, checkpoint, engine, device, bar)
     sock = bind(host, port)
-    service = Service(trained, select_device(device), ws)
+    service = Service(trained, dev, ws)
     try:
         service.warm()
         if host not in LOOPBACK:

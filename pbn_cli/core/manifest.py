@@ -6,6 +6,9 @@ it was made from), ``fingerprint`` (this write's identity), ``version``,
 ``created`` and ``rows``, plus anything the stage adds (``image_root``...).
 A downstream stage is stale when the fingerprint it recorded for an input
 differs from that input's current fingerprint.
+
+pandas and pyarrow are imported when a manifest is read or written, not
+with this module, so an answer that needs no workspace never pays for them.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from pbn_cli import __version__
 from pbn_cli.core.atomic import atomic_path
 from pbn_cli.core.errors import PbnError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 META_KEY = b"pbn"
 
@@ -64,6 +67,8 @@ class Record:
 
 def table_digest(table: pa.Table) -> str:
     """A hash of a table's schema and contents (Arrow IPC bytes)."""
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -85,6 +90,9 @@ def write_manifest(path: Path, frame: pd.DataFrame, record: Record) -> Record:
     The fingerprint identifies this write: the table's contents plus the
     time, so that a forced re-run marks everything downstream as stale.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(frame, preserve_index=False)
     record.created = time.strftime("%Y-%m-%d %H:%M:%S")
     record.rows = table.num_rows
@@ -112,6 +120,8 @@ def read_record(path: Path) -> Record | None:
     """The provenance of the manifest at ``path``, or None when it does not exist."""
     if not path.exists():
         return None
+    import pyarrow.parquet as pq
+
     try:
         meta = pq.read_schema(path).metadata or {}
         return Record.from_json(meta[META_KEY].decode())
@@ -124,6 +134,8 @@ def read_manifest(path: Path) -> tuple[pd.DataFrame, Record]:
     record = read_record(path)
     if record is None:
         raise FileNotFoundError(path)
+    import pyarrow.parquet as pq
+
     try:
         frame = pq.read_table(path).to_pandas()
     except Exception as err:

@@ -1,8 +1,8 @@
 """Training runs in the workspace: names, the latest one, and every path inside a run.
 
 A ``Run`` is the one place that knows a run folder's layout (docs/pipeline.md):
-config, checkpoints, history, curves, calibration, eval outputs and the
-search and predict caches of embeddings.
+config, checkpoints, history, curves, calibration, eval outputs, the
+search and predict caches of embeddings and the onnx engine's exports.
 """
 
 from __future__ import annotations
@@ -75,6 +75,14 @@ class Run:
 
     def eval_folder(self, split: str, which: str = "best") -> Path:
         return self.folder / "eval" / (split if which == "best" else f"{split}-{which}")
+
+    def engine_file(self, fingerprint: str) -> Path:
+        """The network exported to ONNX for the onnx engine, once per weights fingerprint (model/engine.py)."""
+        return self.folder / "onnx" / f"{fingerprint}.onnx"
+
+    def engine_stamp(self, which: str) -> Path:
+        """Which export a checkpoint file answers with: its fingerprint, size and modification time."""
+        return self.folder / "onnx" / f"{which}.json"
 
     def predict_cache(self, which: str) -> Path:
         """Folder of embedding shards of `pbn predict`'s images with the ``which`` checkpoint."""

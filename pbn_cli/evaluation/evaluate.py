@@ -7,6 +7,7 @@ the evaluated checkpoint, keyed by the fingerprint of its weights.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,19 @@ def evaluate_baseline(
     return Evaluation(name, split, folder, figures)
 
 
+class Clock:
+    """How long each phase of a piece of work took, in order (seconds)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self._t, 2)
+        self._t = now
+
+
 def _rows_to_evaluate(data: CacheData, split: str):
     if split not in ("test", "val", "train"):
         raise InputError(f"--split must be test, val or train, got {split!r}")
@@ -123,25 +137,28 @@ CALIBRATION_NOTE = ("no calib or val split with enough pairs: fitted on the trai
                      "threshold and makes p(same) overconfident on new artists")
 
 
-def _background_rows(data: CacheData):
+def background_rows(data: CacheData, most: int = BACKGROUND_MAX):
     """The training paintings the attribution's gallery of trained hands, whitening and background come from:
-    all of them up to BACKGROUND_MAX, else an even spread of each artist's (at least 4 each)."""
+    all of them up to ``most``, else an even spread of each artist's (at least 4 each)."""
     rows = data.split("train")
-    if len(rows) <= BACKGROUND_MAX:
+    if len(rows) <= most:
         return rows
-    per = max(4, BACKGROUND_MAX // max(len(np.unique(rows.labels)), 1))
+    per = max(4, most // max(len(np.unique(rows.labels)), 1))
     pick = np.concatenate([idx[np.unique(np.linspace(0, len(idx) - 1, min(per, len(idx))).round().astype(int))]
                            for idx in (np.flatnonzero(rows.labels == c) for c in np.unique(rows.labels))])
     return rows[np.sort(pick)]
 
 
-def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: bool, progress: Progress) -> dict:
-    """Each part's embeddings, from one pass over the model's store for all of them."""
+def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: bool, progress: Progress) -> tuple[dict, dict]:
+    """Each part's embeddings, from one pass over the model's store for all of them; and how many of each part's
+    paintings this pass embedded (the others were stored)."""
     ids = np.unique(np.concatenate([part.image_ids.astype(str) for part in parts.values()]))
     union = data.select(data.table[data.table["image_id"].astype(str).isin(ids)])
+    missing = set(union.image_ids[model.store(ws, half).missing(union)].astype(str))
     emb = model.embeddings(ws, data, union, device, half=half, progress=progress)
     at = {image_id: i for i, image_id in enumerate(union.image_ids.astype(str))}
-    return {name: emb[[at[i] for i in part.image_ids.astype(str)]] for name, part in parts.items()}
+    embedded = {name: emb[[at[i] for i in part.image_ids.astype(str)]] for name, part in parts.items()}
+    return embedded, {name: sum(i in missing for i in part.image_ids.astype(str)) for name, part in parts.items()}
 
 
 def _split(embedded: dict, parts: dict, name: str) -> Split:
@@ -149,7 +166,7 @@ def _split(embedded: dict, parts: dict, name: str) -> Split:
     return Split(embedded[name], part.artists, part.image_ids)
 
 
-def _attribution(embedded: dict, parts: dict, seed: int) -> tuple[Attributor, dict, dict]:
+def attribution_figures(embedded: dict, parts: dict, seed: int) -> tuple[Attributor, dict, dict]:
     """The attribution model of the workspace (fitted on its training, val and calib paintings), and the figures
     and pictures of both protocols (model/attribution.py; evaluation/attribution.py)."""
     background, val, calib = (_split(embedded, parts, name) for name in ("background", "val", "calib"))
@@ -192,32 +209,43 @@ def evaluate(
     split: str = "test",
     which: str = "best",
     device_name: str = "auto",
+    engine_name: str = "torch",
     seed: int = 0,
     n_triplets: int = 20_000,
     group_size: int = 1800,
     half: bool = False,
     progress: Progress = SILENT,
 ) -> Evaluation:
-    """Embed the split (from the model's embedding store), fit the verdict calibration, write the eval folder."""
+    """Embed the split (from the model's embedding store, with ``engine_name``: torch or onnx), fit the verdict
+    calibration and the attribution model, write the eval folder; where the time went is in its figures."""
     _check_sampling(n_triplets, group_size)
+    clock = Clock()
     run: Run = find_run(ws, run_name)
     model = trained.from_checkpoint(ws, run, which)
-    device = select_device(device_name)
+    device = None
+    if engine_name == "onnx":
+        trained.attach_runtime(run, model, progress)
+    else:
+        device = select_device(device_name)
+    clock.lap("loading the network" + (" (and its ONNX export)" if model.runtime else ""))
     data = CacheData(ws)
     rows = _rows_to_evaluate(data, split)
     folder = run.eval_folder(split, which)
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
         fit_splits = _calibration_splits(data)
-        parts = {"eval": rows, "background": _background_rows(data),
+        parts = {"eval": rows, "background": background_rows(data),
                  **{name: data.split(name) for name in {*fit_splits, "val", "calib", "test"}}}
-        embedded = _embed(model, ws, data, parts, device, half, progress)
+        embedded, now = _embed(model, ws, data, parts, device, half, progress)
+        clock.lap(f"embedding ({model.engine})")
         emb = embedded["eval"]
         calib = calibration.fit_parts([(embedded[s], parts[s].artists) for s in fit_splits], seed)
         fit_split = "+".join(fit_splits)
         calib.update(checkpoint=which, epoch=model.epoch, weights=model.fingerprint(), fitted_on=fit_split)
         if fit_splits == ["train"]:
             calib["note"] = CALIBRATION_NOTE
-        att, attribution, attribution_pictures = _attribution(embedded, parts, seed)
+        clock.lap("fitting the verdict calibration")
+        att, attribution, attribution_pictures = attribution_figures(embedded, parts, seed)
+        clock.lap("fitting and measuring attribution")
         pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
         reliable, probabilities = calibration_figures(emb, rows.artists, calib, seed)
@@ -225,15 +253,23 @@ def evaluate(
                        split=split, run=run.name, calibration_fitted_on=fit_split, half=half)
         figures.update(attribution)
         save_calibration(run, which, calib, att)
+        clock.lap("figures with intervals")
         pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs,
                                          probabilities, attribution_pictures)
+        clock.lap("pictures")
         counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"
                   for name in ("train", "val", "test") for part in [data.split(name)]}
+        figures["engine"] = model.engine
+        timing = {"embedded_now": {k: int(v) for k, v in now.items()}, "embedded_of": {k: len(v) for k, v in
+                                                                                       parts.items()},
+                  "seconds": dict(clock.laps)}  # this eval's, not the run's: in time.json, apart from the figures
         report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {model.epoch})",
-                            figures, pictures, model.config.to_dict(), baseline_metrics(ws, split), counts, run.curves)
+                            {**figures, **timing}, pictures, model.config.to_dict(), baseline_metrics(ws, split),
+                            counts, run.curves)
         _write_outputs(folder, rows, emb, figures, {"run": run.name, "checkpoint": which, "split": split})
+        write_text(folder / "time.json", json.dumps(timing, indent=2))
         _project(run, f"{split}-{which}", emb, rows, data)
-    return Evaluation(run.name, split, folder, figures)
+    return Evaluation(run.name, split, folder, {**figures, **timing})
 
 
 PROJECTED = 2000  # paintings shown in TensorBoard's projector (an even sample of larger splits)

@@ -109,6 +109,18 @@ def attribution_lines(figures: dict) -> list[str]:
     return lines
 
 
+def time_lines(figures: dict) -> list[str]:
+    """Where eval's time went: each phase, and each part's paintings embedded now against those asked for."""
+    if not figures.get("seconds"):
+        return []
+    lines = ["## Where the time went", "", "| phase | seconds |", "| --- | --- |"]
+    lines += [f"| {phase} | {seconds:.1f} |" for phase, seconds in figures["seconds"].items()]
+    now, of = figures.get("embedded_now", {}), figures.get("embedded_of", {})
+    parts = ", ".join(f"{name} {now.get(name, 0):,} of {n:,}" for name, n in of.items())
+    return lines + ["", f"Paintings embedded by this eval ({figures.get('engine', 'torch')}), the rest read from the "
+                        f"run's embedding store: {parts}. A painting in several parts is embedded once.", ""]
+
+
 def write_report(folder: Path, title: str, figures: dict, pictures: dict[str, str], config: dict | None,
                  baseline: dict | None, counts: dict, curves: Path | None) -> Path:
     lines = [f"# {title}", ""]
@@ -139,6 +151,7 @@ def write_report(folder: Path, title: str, figures: dict, pictures: dict[str, st
     for name, caption in pictures.items():
         lines += [f"## {caption[0].upper() + caption[1:]}", "", f"![{caption}]({name})", ""]
     lines += ["## Data", ""] + [f"- {k}: {v}" for k, v in counts.items()] + [""]
+    lines += time_lines(figures)
     if config is not None:
         lines += ["## Configuration", "", "```json", json.dumps(config, indent=2), "```", ""]
     path = folder / "report.md"

@@ -13,10 +13,10 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pbn_cli.core.errors import InputError
 from pbn_cli.core.pictures import pyplot, save_figure, short
@@ -26,8 +26,10 @@ from pbn_cli.data.cache import CacheData
 from pbn_cli.inference.search import Gallery, gallery, same_file
 from pbn_cli.model import attribution as scoring
 from pbn_cli.model.metrics import row_distances
-from pbn_cli.model.onnx_model import OnnxModel
 from pbn_cli.model.trained import TrainedModel
+
+if TYPE_CHECKING:
+    import torch
 
 AMONG = ("all", "train", "val", "calib", "test")
 ANSWER_COLOURS = {scoring.NAMED: "tab:green", scoring.PROBABLY: "tab:orange", scoring.UNKNOWN: "tab:red"}
@@ -74,9 +76,10 @@ def check_request(model: TrainedModel, among: str, k: int) -> scoring.Attributor
         raise InputError(f"--among must be one of {', '.join(AMONG)}, got {among!r}")
     if k < 1:
         raise InputError("-k must be at least 1")
-    if isinstance(model, OnnxModel):
-        raise InputError(f"{model.path.name} is an ONNX model, which carries no attribution model: attribute with "
-                         f"the run (--run {model.name}) or a .pt made by `pbn export {model.name} FILE.pt`")
+    if model.attributor is None and model.runtime is not None and model.source is None:  # an .onnx file
+        raise InputError(f"{model.runtime.path.name} is an ONNX model, which carries no attribution model, and the "
+                         f"workspace has no run {model.name} evaluated with these weights: attribute with the run "
+                         f"(--run {model.name}) or a .pt made by `pbn export {model.name} FILE.pt`")
     if model.attributor is None or model.attributor.open_set is None:
         raise InputError(f"run {model.name} has no attribution model for its {model.which} checkpoint: `pbn eval "
                          f"--run {model.name}` fits it (it needs two artists with two paintings each, in calib, val or train)")
@@ -105,7 +108,7 @@ def attribute_one(g: Gallery, hands: scoring.KnownHands, model: TrainedModel, na
 
 
 def attribute(ws: Workspace, model: TrainedModel, images: list[Path], *, among: str = "all", k: int = 5,
-              device: torch.device, g: Gallery | None = None, progress: Progress = SILENT) -> list[Attribution]:
+              device: torch.device | None, g: Gallery | None = None, progress: Progress = SILENT) -> list[Attribution]:
     """Each image's most likely hands among the workspace's artists, or "unknown hand"."""
     check_request(model, among, k)
     queries = [model.read(Path(image)) for image in images]  # a file that is not an image stops here, at once

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbn_cli.core import distributed
-from pbn_cli.core.device import select_device
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import find_run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.inference import index
 from pbn_cli.model import trained
-from pbn_cli.model.store import CHUNK, Store
+from pbn_cli.model.store import CHUNK, open_store
 
 
 @dataclass
@@ -34,8 +33,13 @@ class Embedded:
 
 
 def embed(ws: Workspace, *, run_name: str | None = None, which: str = "best", device_name: str = "auto",
-          half: bool = False, chunk: int = CHUNK, progress: Progress = SILENT) -> Embedded:
-    """Embed every painting of the workspace that the run's store lacks (under torchrun: spread over the ranks)."""
+          engine_name: str = "torch", half: bool = False, chunk: int = CHUNK, progress: Progress = SILENT) -> Embedded:
+    """Embed every painting of the workspace that the run's store lacks (under torchrun: spread over the ranks),
+    with ``engine_name`` (torch, or onnx in one process on the CPU)."""
+    if engine_name == "onnx":
+        return _embed_alone(ws, run_name, which, half, chunk, progress)
+    from pbn_cli.core.device import select_device
+
     dist, device = distributed.setup(select_device(device_name))
     try:
         t0 = time.monotonic()
@@ -51,17 +55,31 @@ def embed(ws: Workspace, *, run_name: str | None = None, which: str = "best", de
         distributed.teardown(dist)
 
 
+def _embed_alone(ws: Workspace, run_name: str | None, which: str, half: bool, chunk: int,
+                 progress: Progress) -> Embedded:
+    """``embed`` through onnxruntime in this one process."""
+    t0 = time.monotonic()
+    run = find_run(ws, run_name)
+    model = trained.attach_runtime(run, trained.from_checkpoint(ws, run, which), progress)
+    data = CacheData(ws)
+    rows = data.split("all")
+    done = model.fill(ws, data, rows, None, half=half, progress=progress, chunk=chunk)
+    store = model.store(ws, half)
+    store.prune(rows)
+    return Embedded(model.name, done, len(rows), time.monotonic() - t0, store.folder, 1)
+
+
 def stores(ws: Workspace) -> list[dict]:
     """Every embedding store of the workspace: what it comes from, how much of the workspace it holds, its index."""
     folders = sorted(p for p in ws.embeddings.iterdir() if p.is_dir()) if ws.embeddings.is_dir() else []
     rows = CacheData(ws).split("all") if folders else None
     out = []
     for folder in folders:
-        store = Store(folder, folder.name.endswith("-f16"))
+        store = open_store(folder)
         keys = store.keys()
         alive = int((~store.missing(rows)).sum()) if rows is not None else 0
         size = sum(p.stat().st_size for p in store.chunks())
         out.append({"store": folder.name, **store.description(), "stored": int(len(keys)), "workspace": len(rows),
-                    "of_the_workspace": alive, "chunks": len(store.chunks()), "megabytes": round(size / 2**20, 1),
+                    "of_the_workspace": alive, "chunks": len(store.chunks()), "engines": store.engines(), "megabytes": round(size / 2**20, 1),
                     "index": index.status(store)})
     return out

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pbn_cli.core.pictures import pyplot, save_figure
 from pbn_cli.data import imaging
 from pbn_cli.model.trained import TrainedModel
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -32,7 +35,7 @@ def verdict(model: TrainedModel, a: np.ndarray, b: np.ndarray) -> Verdict:
     return Verdict(distance, threshold, model.probability(distance), distance <= threshold, model.name)
 
 
-def compare(model: TrainedModel, a: Path, b: Path, *, device: torch.device) -> Verdict:
+def compare(model: TrainedModel, a: Path, b: Path, *, device: torch.device | None) -> Verdict:
     emb = model.embed_files([a, b], device)
     return verdict(model, emb[0], emb[1])
 

@@ -30,7 +30,6 @@ from pbn_cli.core.runs import run_for
 from pbn_cli.data import imaging
 from pbn_cli.data.paths import locate
 from pbn_cli.inference.pairs import read_pairs, write_probabilities
-from pbn_cli.model.embed import embed_images
 
 MISSING = ("error", "fill")
 SHARD = 4096  # embeddings per cache file
@@ -129,10 +128,8 @@ def locate_all(names: list[str], root: str) -> tuple[dict[int, str], dict[int, s
 
 def embed_distinct(model, n: int, full: dict[int, str], device, cache: EmbedCache | None, workers: int | None,
                    progress: Progress = SILENT) -> Embedded:
-    """Embeddings (n rows) of the files ``full`` maps codes to; unreadable ones are returned, not raised."""
-    import torch
-
-
+    """Embeddings (n rows) of the files ``full`` maps codes to (with the model's engine); unreadable ones are
+    returned, not raised."""
     t0 = time.monotonic()
     failed: dict[int, str] = {}
     keys = {}
@@ -147,14 +144,18 @@ def embed_distinct(model, n: int, full: dict[int, str], device, cache: EmbedCach
         todo = [(c, full[c]) for c in keys if c not in vectors]
         progress.start(len(keys))
         progress.advance(len(vectors))
-        net = model.network(device) if todo else None
+        net = model.network(device) if todo and model.runtime is None else None
         batch: list[tuple[int, np.ndarray]] = []
         unsaved: list[int] = []
 
         def embed_batch() -> None:
             codes = [c for c, _ in batch]
             pixels = np.concatenate([p for _, p in batch])
-            with torch.inference_mode():
+            if net is None:
+                z = model.runtime.embed(pixels)
+            else:
+                from pbn_cli.model.embed import embed_images
+
                 z = embed_images(net, lambda idx: pixels[idx], len(pixels), device)
             for c, v in zip(codes, z):
                 vectors[c] = v

@@ -15,10 +15,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pbn_cli.core.errors import InputError
 from pbn_cli.core.manifest import read_manifest
@@ -30,6 +30,9 @@ from pbn_cli.data.cache import CacheData
 from pbn_cli.data.paths import image_root
 from pbn_cli.model.metrics import row_distances
 from pbn_cli.model.trained import TrainedModel
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("all", "train", "val", "calib", "test")
 CHUNK_ROWS = 65_536  # gallery rows a matrix product takes at once: memory ~ CHUNK_ROWS x queries x 4 bytes
@@ -61,7 +64,7 @@ class SearchResult:
     vote: list[tuple[str, int]]  # artists of the neighbours, most frequent first
 
 
-def gallery(ws: Workspace, model: TrainedModel, device: torch.device, *, half: bool = False,
+def gallery(ws: Workspace, model: TrainedModel, device: torch.device | None, *, half: bool = False,
             progress: Progress = SILENT) -> Gallery:
     """Every cached painting with its embedding from the model's store (only paintings not stored yet are embedded)."""
     data = CacheData(ws)
@@ -154,7 +157,7 @@ def same_file(ws: Workspace, table: pd.DataFrame, query: Path) -> np.ndarray:
 
 
 def search(ws: Workspace, model: TrainedModel, *, image: Path, k: int = 10, split: str = "all",
-           where: np.ndarray | None = None, device: torch.device, half: bool = False, finder=None,
+           where: np.ndarray | None = None, device: torch.device | None, half: bool = False, finder=None,
            progress: Progress = SILENT, g: Gallery | None = None) -> SearchResult:
     check_request(k, split)
     query = model.embed_files([Path(image)], device)[0]

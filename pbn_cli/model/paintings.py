@@ -21,12 +21,7 @@ from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model.checkpoint import weights_digest
 from pbn_cli.model.embed import embed_images
 from pbn_cli.model.embedder import Embedder
-from pbn_cli.model.store import CHUNK, Store
-
-
-def model_store(ws: Workspace, key: str, half: bool = False) -> Store:
-    """The store of the model whose weights ``key`` names (float16 with ``half``: a store of its own)."""
-    return Store(ws.embeddings / (key + ("-f16" if half else "")), half)
+from pbn_cli.model.store import CHUNK, Store, model_store
 
 
 def copy_store(ws: Workspace, network: Embedder, data: CacheData) -> Store:

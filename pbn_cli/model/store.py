@@ -14,7 +14,9 @@ One writer at a time: a second one waits for the first and then finds
 less to do. Readers take no lock (every file appears whole). Under
 torchrun each rank embeds its share of the chunks and rank 0 writes them.
 ``half`` stores float16 (half the disk and memory; docs/benchmarks.md says
-what it costs the figures).
+what it costs the figures): a store of its own, ``<model>-f16``. Each chunk
+names the engine that computed it (``engines()``: torch or onnx, equal
+within ``engine.TOLERANCE``).
 """
 
 from __future__ import annotations
@@ -37,10 +39,22 @@ from pbn_cli.core.atomic import atomic_path, read_json, write_text
 from pbn_cli.core.distributed import Dist, barrier, broadcast_object, gather_object
 from pbn_cli.core.errors import PbnError
 from pbn_cli.core.progress import SILENT, Progress
+from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import SplitRows
 
 CHUNK = 512  # paintings a chunk file holds: the most a killed pass can lose
+HALF = "-f16"  # the name ending of a float16 store
 _PART = re.compile(r"^part-(\d{6})\.parquet$")
+
+
+def model_store(ws: Workspace, key: str, half: bool = False) -> Store:
+    """The store of the model whose weights ``key`` names (float16 with ``half``: a store of its own)."""
+    return Store(ws.embeddings / (key + (HALF if half else "")), half)
+
+
+def open_store(folder: Path) -> Store:
+    """The store in ``folder``, float16 or not as its name says."""
+    return Store(folder, folder.name.endswith(HALF))
 
 
 @dataclass
@@ -66,6 +80,17 @@ class Store:
 
     def description(self) -> dict:
         return read_json(self.about, f"delete {self.folder} and embed again") or {}
+
+    def engines(self) -> dict[str, int]:
+        """How many stored chunks each engine computed (chunks written before engines were recorded: torch)."""
+        count: dict[str, int] = {}
+        for path in self.chunks():
+            try:
+                meta = json.loads((pq.read_schema(path).metadata or {}).get(b"pbn-store", b"{}"))
+            except (OSError, pa.ArrowException, ValueError):
+                continue
+            count[meta.get("engine", "torch")] = count.get(meta.get("engine", "torch"), 0) + 1
+        return count
 
     def chunks(self) -> list[Path]:
         return sorted(p for p in self.folder.glob("part-*.parquet") if _PART.match(p.name)) if self.folder.is_dir() else []
@@ -117,8 +142,8 @@ class Store:
         return out if out is not None else np.zeros((0, 0), np.float32)
 
     # -- writing -------------------------------------------------------------------------------------------------
-    def write(self, rows: SplitRows, emb: np.ndarray) -> None:
-        """One chunk file with ``rows``' embeddings (under the store's lock)."""
+    def write(self, rows: SplitRows, emb: np.ndarray, engine: str = "torch") -> None:
+        """One chunk file with ``rows``' embeddings computed by ``engine`` (under the store's lock)."""
         numbers = [int(_PART.match(p.name).group(1)) for p in self.chunks()]
         path = self.folder / f"part-{max(numbers, default=-1) + 1:06d}.parquet"
         values = np.ascontiguousarray(emb, np.float16 if self.half else np.float32)
@@ -128,13 +153,15 @@ class Store:
             # each row's vector as raw bytes: Parquet has no 16-bit numbers, and bytes read back without copying
             "embedding": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values),
                                                               [None, pa.py_buffer(values.tobytes())]),
-        }).replace_schema_metadata({b"pbn-store": json.dumps({"dtype": str(values.dtype), "dim": values.shape[1]})})
+        }).replace_schema_metadata({b"pbn-store": json.dumps({"dtype": str(values.dtype), "dim": values.shape[1],
+                                                             "engine": engine})})
         with atomic_path(path) as tmp:  # numbers compress poorly: stored plain, for fast reading
             pq.write_table(table, tmp, use_dictionary=["image_id", "digest"], compression="none")
         self._keys = None
 
     def fill(self, rows: SplitRows, compute: Callable[[SplitRows], np.ndarray], *, chunk: int = CHUNK,
-             dist: Dist = Dist(), progress: Progress = SILENT, description: str = "the network") -> int:
+             dist: Dist = Dist(), progress: Progress = SILENT, description: str = "the network",
+             engine: str = "torch") -> int:
         """Embed and store those of ``rows`` that are missing, ``chunk`` paintings a file; how many were embedded.
 
         ``compute`` maps paintings to their float32 embeddings. Chunks are cut
@@ -162,7 +189,7 @@ class Store:
                 done = gather_object(dist, None if mine is None else compute(mine))
                 if dist.primary:
                     for part, emb in zip(plan[first : first + dist.world], done):
-                        self.write(part, emb)
+                        self.write(part, emb, engine)
                         progress.advance(len(part))
         barrier(dist)  # every rank reads the store only once rank 0 has written it all
         self._keys = None
@@ -175,12 +202,13 @@ class Store:
             pd.MultiIndex.from_arrays([alive.image_ids.astype(str), alive.digests.astype(str)]))
         if len(self.chunks()) < 2 or dead.sum() * 2 <= len(keys):
             return 0
+        engine = "+".join(sorted(self.engines())) or "torch"
         with locking.hold(self.lock, f"embedding store {self.folder}", wait=True):
             old = self.chunks()
             kept = alive[~self.missing(alive)]
             emb = self.read(kept)
             for start in range(0, len(kept), CHUNK):
-                self.write(kept[start : start + CHUNK], emb[start : start + CHUNK])
+                self.write(kept[start : start + CHUNK], emb[start : start + CHUNK], engine)
             for path in old:  # a kill before this line leaves each key twice: readers take the first
                 path.unlink()
             self._keys = None

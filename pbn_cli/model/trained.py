@@ -6,6 +6,15 @@ workspace. Images enter through ``imaging.load_rgb`` with the cache's size
 and fit, so a painting gets the same pixels, and the same embedding, as in
 the workspace.
 
+It embeds with one of two engines (model/engine.py): its torch network, or
+``runtime``, the same network exported to ONNX and run by onnxruntime on
+the CPU. A run's export is made once per weights fingerprint and kept in
+the run (``Run.engine_file``), with a stamp of the checkpoint file it was
+made from (``Run.engine_stamp``): while that file is unchanged, ``from_run``
+answers from the export and the calibration alone, without importing torch
+or reading the checkpoint; the network is loaded from ``source`` only when
+something asks for it (evidence, export).
+
 Whatever is derived from a model (its calibration, the search and predict
 caches of embeddings) is keyed by ``fingerprint()``, a digest of the
 weights and image geometry, never by an epoch number: Ctrl-C mid-epoch saves
@@ -14,27 +23,30 @@ new weights under the epoch reached before.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from pbn_cli.core.atomic import read_json
+from pbn_cli.core.atomic import read_json, write_text
 from pbn_cli.core.distributed import Dist
 from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.core.progress import SILENT, Progress
-from pbn_cli.core.runs import Run, find_run
+from pbn_cli.core.runs import CHECKPOINTS, NAME, Run, find_run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData, SplitRows
-from pbn_cli.model import calibration, checkpoint
+from pbn_cli.model import calibration, engine
 from pbn_cli.model.attribution import Attributor, load_attributor
-from pbn_cli.model.embed import embed_images
-from pbn_cli.model.paintings import fill_store, model_store
-from pbn_cli.model.store import CHUNK, Store
-from pbn_cli.model.embedder import Embedder
 from pbn_cli.model.recipe import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from pbn_cli.model.embedder import Embedder
+    from pbn_cli.model.store import Store
 
 KIND = "pbn-model"
 
@@ -43,22 +55,44 @@ KIND = "pbn-model"
 class TrainedModel:
     name: str
     config: TrainConfig
-    state: dict  # the network's weights
+    state: dict | None  # the network's weights; None until needed when the model answers through ``runtime``
     calibration: dict  # threshold, platt_a, platt_b, ...; {} before `pbn eval`
     image_size: int
     fit: str
     which: str = "best"  # the run's checkpoint it came from
     epoch: int = 0
     attributor: Attributor | None = None  # who painted it: fitted by `pbn eval` (model/attribution.py)
+    runtime: engine.Runtime | None = None  # the onnx engine: the exported network in onnxruntime (model/engine.py)
+    source: Path | None = None  # the checkpoint ``state`` is read from when it is needed
     _fingerprint: str | None = field(default=None, repr=False)
     _networks: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def engine(self) -> str:
+        """The engine its embeddings come from: onnx or torch."""
+        return "onnx" if self.runtime is not None else "torch"
+
+    def weights(self) -> dict:
+        """The network's weights (read from the run's checkpoint the first time, for a model answering by onnx)."""
+        if self.state is None:
+            if self.source is None:
+                raise InputError(f"{self.runtime.path} is an ONNX model: it answers `pbn compare` (without --evidence),"
+                                 " `attribute`, `search` and `predict` through onnxruntime; for this, use the run "
+                                 "(-w WORKSPACE --run NAME) or a .pt export (`pbn export RUN model.pt`)")
+            from pbn_cli.model import checkpoint
+
+            self.state = checkpoint.load(self.source)["model"]
+        return self.state
 
     def network(self, device: torch.device) -> Embedder:
         """The network in eval mode on ``device``, built once per device and shared (inference only)."""
         key = str(device)
         if key not in self._networks:
+            from pbn_cli.model.embedder import Embedder
+
+            weights = self.weights()
             model = Embedder(self.config.model, load_pretrained=False)
-            model.load_state_dict(self.state)
+            model.load_state_dict(weights)
             self._networks[key] = model.to(device).eval()
         return self._networks[key]
 
@@ -66,28 +100,46 @@ class TrainedModel:
         """A painting file as the model sees it (the image door, with the cache's size and fit); one line if unreadable."""
         return imaging.read_painting(path, self.image_size, self.fit, name)
 
-    def embed_one(self, pixels: np.ndarray, device: torch.device) -> np.ndarray:
-        """The embedding of one painting read by ``read``, computed alone (so it never depends on its neighbours in a batch)."""
+    def embed_one(self, pixels: np.ndarray, device: torch.device | None = None) -> np.ndarray:
+        """The embedding of one painting read by ``read``, computed alone (so it never depends on its neighbours in a
+        batch); ``device`` is the torch engine's (the onnx engine runs on the CPU)."""
+        if self.runtime is not None:
+            return self.runtime.embed(pixels[None])[0]
+        from pbn_cli.model.embed import embed_images
+
         return embed_images(self.network(device), lambda idx: pixels[None][idx], 1, device)[0]
 
-    def embed_files(self, paths: list[Path], device: torch.device) -> np.ndarray:
+    def embed_files(self, paths: list[Path], device: torch.device | None = None) -> np.ndarray:
         images = [self.read(path) for path in paths]
         return np.stack([self.embed_one(pixels, device) for pixels in images])
 
     def store(self, ws: Workspace, half: bool = False) -> Store:
         """This model's embedding store in the workspace."""
+        from pbn_cli.model.store import model_store  # pandas and pyarrow: not for an answer without a workspace
+
         return model_store(ws, self.fingerprint(), half)
 
-    def fill(self, ws: Workspace, data: CacheData, rows: SplitRows, device: torch.device, *, half: bool = False,
-             progress: Progress = SILENT, dist: Dist = Dist(), chunk: int = CHUNK) -> int:
-        """Embed the ``rows`` this model's store lacks; how many this pass embedded."""
+    def fill(self, ws: Workspace, data: CacheData, rows: SplitRows, device: torch.device | None, *, half: bool = False,
+             progress: Progress = SILENT, dist: Dist = Dist(), chunk: int | None = None) -> int:
+        """Embed the ``rows`` this model's store lacks (with its engine), ``chunk`` paintings a file (default
+        ``store.CHUNK``); how many this pass embedded."""
+        from pbn_cli.model.store import CHUNK
+
+        chunk = chunk or CHUNK
         about = {"model": f"run {self.name}, {self.which} checkpoint (epoch {self.epoch})", "backbone":
                  self.config.model.backbone, "fingerprint": self.fingerprint()}
-        return fill_store(ws, self.network(device), self.fingerprint(), data, rows, device, half=half, about=about,
-                          progress=progress, dist=dist, chunk=chunk)[1]
+        if self.runtime is None:
+            from pbn_cli.model.paintings import fill_store
 
-    def embeddings(self, ws: Workspace, data: CacheData, rows: SplitRows, device: torch.device, *, half: bool = False,
-                   progress: Progress = SILENT) -> np.ndarray:
+            return fill_store(ws, self.network(device), self.fingerprint(), data, rows, device, half=half,
+                              about=about, progress=progress, dist=dist, chunk=chunk)[1]
+        store = self.store(ws, half)
+        store.describe(about)
+        return store.fill(rows, lambda part: self.runtime.embed(data.gather(part.rows)), chunk=chunk, dist=dist,
+                          progress=progress, description="the run's network (onnxruntime)", engine="onnx")
+
+    def embeddings(self, ws: Workspace, data: CacheData, rows: SplitRows, device: torch.device | None, *,
+                   half: bool = False, progress: Progress = SILENT) -> np.ndarray:
         """The workspace paintings' embeddings from this model's store, embedding only those not stored yet."""
         self.fill(ws, data, rows, device, half=half, progress=progress)
         return self.store(ws, half).read(rows)
@@ -95,8 +147,10 @@ class TrainedModel:
     def fingerprint(self) -> str:
         """A digest of the weights and the image geometry: what an embedding depends on."""
         if self._fingerprint is None:
+            from pbn_cli.model import checkpoint
+
             geometry = f"{self.image_size}:{self.fit}:{self.config.model.view}:{self.config.model.input_size}"
-            self._fingerprint = checkpoint.weights_digest(self.state, geometry)
+            self._fingerprint = checkpoint.weights_digest(self.weights(), geometry)
         return self._fingerprint
 
     def probability(self, distance: float) -> float:
@@ -105,6 +159,8 @@ class TrainedModel:
 
 def from_checkpoint(ws: Workspace, run: Run, which: str = "best") -> TrainedModel:
     """A run's checkpoint with the workspace's image geometry, before any calibration."""
+    from pbn_cli.model import checkpoint
+
     path = run.checkpoint(which)
     if not path.exists():
         raise InputError(f"run {run.name} has no {which} checkpoint ({path}); train it with `pbn train`")
@@ -112,7 +168,8 @@ def from_checkpoint(ws: Workspace, run: Run, which: str = "best") -> TrainedMode
     resize = ws.require("resize")
     checkpoint.check_cache(state, int(resize.params["size"]), run.name)
     return TrainedModel(run.name, TrainConfig.from_dict(state["config"]), state["model"], {},
-                        int(resize.params["size"]), resize.params.get("fit", "crop"), which, int(state["epoch"]))
+                        int(resize.params["size"]), resize.params.get("fit", "crop"), which, int(state["epoch"]),
+                        source=path)
 
 
 def read_calibrations(run: Run) -> dict:
@@ -120,26 +177,77 @@ def read_calibrations(run: Run) -> dict:
     return read_json(run.calibration, f"re-create it with `pbn eval --run {run.name}`") or {}
 
 
-def from_run(ws: Workspace, run_name: str | None, which: str = "best") -> TrainedModel:
-    """A run's checkpoint with the calibration `pbn eval` fitted for exactly these weights."""
+def from_run(ws: Workspace, run_name: str | None, which: str = "best", *, engine_name: str = "torch",
+             progress: Progress = SILENT) -> TrainedModel:
+    """A run's checkpoint with the calibration `pbn eval` fitted for exactly these weights, embedding with
+    ``engine_name`` (torch or onnx: ``engine.choose``)."""
     run = find_run(ws, run_name)
-    model = from_checkpoint(ws, run, which)
     calib = read_calibrations(run).get(which)
-    if not calib or calib.get("weights") != model.fingerprint():
-        again = "" if which == "best" else f" --checkpoint {which}"
-        raise InputError(
-            f"run {run.name} has no calibration for the weights of its {which} checkpoint "
-            f"(epoch {model.epoch}{', changed since the last eval' if calib else ''}); "
-            f"run `pbn eval --run {run.name}{again}` first"
-        )
+    model = _from_export(ws, run, which, calib) if engine_name == "onnx" and calib else None
+    if model is None:
+        model = from_checkpoint(ws, run, which)
+        if not calib or calib.get("weights") != model.fingerprint():
+            again = "" if which == "best" else f" --checkpoint {which}"
+            raise InputError(
+                f"run {run.name} has no calibration for the weights of its {which} checkpoint "
+                f"(epoch {model.epoch}{', changed since the last eval' if calib else ''}); "
+                f"run `pbn eval --run {run.name}{again}` first"
+            )
+        if engine_name == "onnx":
+            attach_runtime(run, model, progress)
     model.calibration = calib
     if calib.get("attribution") and (run.folder / calib["attribution"]).exists():
         model.attributor = load_attributor(run.folder / calib["attribution"])
     return model
 
 
+def _stamp(path: Path) -> dict:
+    """What identifies a checkpoint file's present contents without reading it: its size and modification time."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _from_export(ws: Workspace, run: Run, which: str, calib: dict) -> TrainedModel | None:
+    """The run answering through its ONNX export, when the export is of the calibrated weights and the checkpoint
+    file is the one it was made from (torch is not imported); None otherwise."""
+    checkpoint_file, stamp = run.checkpoint(which), read_json(run.engine_stamp(which), "") if \
+        run.engine_stamp(which).exists() else None
+    path = run.engine_file(str(calib.get("weights")))
+    if not stamp or not checkpoint_file.exists() or not path.exists() or \
+            stamp != {"weights": calib.get("weights"), **_stamp(checkpoint_file)}:
+        return None
+    runtime = engine.open_runtime(path)
+    resize = ws.require("resize")
+    meta = runtime.metadata
+    if runtime.side != int(resize.params["size"]) or meta.get("pbn.fit") != resize.params.get("fit", "crop"):
+        return None  # the cache was remade since: the checkpoint's own check says what to do
+    return TrainedModel(run.name, TrainConfig.from_dict(json.loads(meta["pbn.config"])), None, calib, runtime.side,
+                        meta["pbn.fit"], which, int(meta.get("pbn.epoch", 0)), runtime=runtime,
+                        source=checkpoint_file, _fingerprint=str(calib["weights"]))
+
+
+def attach_runtime(run: Run, model: TrainedModel, progress: Progress = SILENT) -> TrainedModel:
+    """Let ``model`` embed through onnxruntime: its network exported once per fingerprint into the run (checked
+    against PyTorch), and the checkpoint file stamped so that later answers skip torch."""
+    path = run.engine_file(model.fingerprint())
+    if not path.exists():
+        from pbn_cli.model.onnx_model import export_onnx
+
+        progress.message(f"exporting run {run.name}'s network to ONNX for onnxruntime, once for these weights "
+                         f"(into {path.parent})")
+        export_onnx(model, path)
+    model.runtime = engine.open_runtime(path)
+    if model.source is not None and model.source.exists():
+        write_text(run.engine_stamp(model.which), json.dumps({"weights": model.fingerprint(), **_stamp(model.source)}))
+    return model
+
+
 def export(model: TrainedModel, path: Path) -> None:
     """One file with weights, configuration, calibration, attribution and image geometry (plain data)."""
+    import torch
+
+    from pbn_cli.model import checkpoint
+
     attribution = {}
     if model.attributor is not None:  # tensors and text: what a weights_only load accepts
         state = model.attributor.to_state()
@@ -147,17 +255,21 @@ def export(model: TrainedModel, path: Path) -> None:
                        for k, v in state.items()}
         attribution["fitted_on"] = str(state["fitted_on"])
     checkpoint.save(Path(path), {
-        "kind": KIND, "name": model.name, "config": model.config.to_dict(), "model": model.state,
+        "kind": KIND, "name": model.name, "config": model.config.to_dict(), "model": model.weights(),
         "calibration": model.calibration, "image": {"size": model.image_size, "fit": model.fit},
         "attribution": attribution,
     })
 
 
-def from_file(path: Path) -> TrainedModel:
-    if Path(path).suffix.lower() == ".onnx":  # an ONNX export answers through onnxruntime (model/onnx_model.py)
-        from pbn_cli.model.onnx_model import load
+def from_file(path: Path, ws: Workspace | None = None) -> TrainedModel:
+    """An exported model: a .pt (torch) or an .onnx (onnxruntime, without torch). An ONNX export carries no
+    attribution model: with ``ws``, that of its run in the workspace, when fitted for the same weights."""
+    if Path(path).suffix.lower() == ".onnx":
+        return _from_onnx(Path(path), ws)
+    import torch
 
-        return load(Path(path))
+    from pbn_cli.model import checkpoint
+
     state = checkpoint.load(Path(path))
     if state.get("kind") != KIND:
         raise PbnError(f"{path} is a training checkpoint, not an exported model; make one with `pbn export RUN FILE`")
@@ -166,3 +278,25 @@ def from_file(path: Path) -> TrainedModel:
                                         for k, v in attribution.items()}) if attribution else None
     return TrainedModel(state["name"], TrainConfig.from_dict(state["config"]), state["model"], state["calibration"],
                         int(state["image"]["size"]), state["image"]["fit"], "exported", attributor=attributor)
+
+
+def _from_onnx(path: Path, ws: Workspace | None) -> TrainedModel:
+    runtime = engine.open_runtime(path)
+    meta = runtime.metadata
+    try:
+        model = TrainedModel(meta["pbn.run"], TrainConfig.from_dict(json.loads(meta["pbn.config"])), None,
+                             json.loads(meta["pbn.calibration"]), int(meta["pbn.image_size"]), meta["pbn.fit"],
+                             meta.get("pbn.checkpoint", "exported"), int(meta.get("pbn.epoch", 0)), runtime=runtime,
+                             _fingerprint=meta["pbn.weights"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise PbnError(f"{path}: its pbn metadata is damaged ({type(err).__name__}: {engine.first_line(err)}); "
+                       "export the run again") from None
+    if model.image_size != runtime.side or not {"threshold", "platt_a", "platt_b"} <= set(model.calibration):
+        raise PbnError(f"{path}: its pbn metadata does not match its graph; export the run again")
+    if ws is not None and model.which in CHECKPOINTS and NAME.match(model.name) and (ws.runs / model.name).is_dir():
+        run = Run(ws.runs / model.name)
+        calib = read_calibrations(run).get(model.which) or {}
+        if calib.get("weights") == model.fingerprint() and calib.get("attribution") and \
+                (run.folder / calib["attribution"]).exists():
+            model.attributor = load_attributor(run.folder / calib["attribution"])
+    return model

@@ -64,9 +64,11 @@ def png(pixels: np.ndarray, side: int | None = None) -> bytes:
 
 
 class Service:
-    def __init__(self, model: TrainedModel, device: torch.device, ws: Workspace | None = None):
+    def __init__(self, model: TrainedModel, device: torch.device | None, ws: Workspace | None = None):
+        """``device``: the torch engine's (None when the model embeds through onnxruntime)."""
         self.model, self.device, self.ws = model, device, ws
-        model.network(device)  # built once here; the model keeps it for every request
+        if model.runtime is None:
+            model.network(device)  # built once here; the model keeps it for every request
         self._folder = tempfile.TemporaryDirectory(prefix="pbn-serve-")
         self._lock = threading.Lock()
         self._uploads: OrderedDict[str, Future] = OrderedDict()
@@ -210,7 +212,8 @@ class Service:
                     path = Path(folder) / f"{n}-{hashlib.sha256(item[0]).hexdigest()}"
                     path.write_bytes(item[0])
                     paths.append((path, item[1]))
-                first, second = (tiles(self.model, path, self.device, name) for path, name in paths)
+                device = self.device if self.device is not None else torch.device("cpu")  # evidence needs the network
+                first, second = (tiles(self.model, path, device, name) for path, name in paths)
                 picture = Path(folder) / "evidence.png"
                 evidence_sheet(evidence(first, second), picture, title)
                 return picture.read_bytes()

@@ -124,7 +124,9 @@ def speed(ws: Path, run: str, model_file: Path, n: int, batches: list[int], repe
             return embed_images(net, lambda idx: images[idx], len(images), cpu, batch_size=batch)
 
         def with_onnx():
-            return np.concatenate([onnx_model.embed_batch(images[s : s + batch]) for s in range(0, len(images), batch)])
+            session = onnx_model.runtime.session
+            return np.concatenate([session.run(None, {"images": images[s : s + batch]})[0]
+                                   for s in range(0, len(images), batch)])
 
         diff = float(np.abs(with_torch() - with_onnx()).max())
         pt, ort = best_rate(with_torch, len(images), repeats), best_rate(with_onnx, len(images), repeats)
