@@ -336,3 +336,74 @@ def test_bad_attribute_input_is_one_line(tmp_path, evaluated_run, case):
     result = runner.invoke(app, ["attribute", *args, *([] if case == "empty workspace" else ["-w", str(ws)])])
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert result.exit_code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+
+
+def test_a_passage_pasted_into_a_wider_painting_is_found_at_its_place_in_the_file(tmp_path, evaluated_run):
+    """Boxes are in the file's own pixels: a passage of one painting pasted into a wider one (its square is a centre
+    crop) is matched where it was pasted, and its details are cut there, at the file's resolution."""
+    from pbn_cli.core.workspace import Workspace
+    from pbn_cli.model import trained
+
+    model = trained.from_run(Workspace(evaluated_run), "r")
+    rng = np.random.default_rng(0)
+    other = (rng.uniform(size=(320, 320, 3)) * 255).astype(np.uint8)
+    first = np.clip(np.kron(rng.uniform(size=(40, 60, 3)), np.ones((8, 8, 1))) * 255, 0, 255).astype(np.uint8)
+    first[200:320, 80:200] = other[200:320, 200:320]  # 480 x 320: the square is x 80..400; pasted at its bottom left
+    paths = [tmp_path / "first.png", tmp_path / "other.png"]
+    for path, pixels in zip(paths, (first, other)):
+        Image.fromarray(pixels).save(path)
+    cpu = torch.device("cpu")
+    e = ev.evidence(*(ev.tiles(model, p, cpu) for p in paths), model)
+    data = e.to_dict(2)
+    assert (data["a"]["width"], data["a"]["height"]) == (480, 320)
+    best = data["pairs"][0]
+    for box, (x0, y0, x1, y1) in ((best["a"], (80, 200, 200, 320)), (best["b"], (200, 200, 320, 320))):
+        inside = max(0, min(box[2], x1) - max(box[0], x0)) * max(0, min(box[3], y1) - max(box[1], y0))
+        assert inside >= 0.8 * (box[2] - box[0]) * (box[3] - box[1]), (box, (x0, y0, x1, y1))
+    i, j, _ = e.strongest(2)[0]
+    x0, y0, x1, y1 = best["a"]
+    assert np.array_equal(e.a.detail(i), first[y0:y1, x0:x1])  # from the file, at its own pixels
+    assert 0 <= best["alone_same_artist_probability"] <= 1 and best["similarity"] == pytest.approx(e.similarity[i, j])
+
+
+@pytest.mark.parametrize("size", [(30, 40), (2400, 1500)])
+def test_small_and_large_paintings_have_heat_everywhere_and_details_inside(tmp_path, evaluated_run, size):
+    from pbn_cli.core.workspace import Workspace
+    from pbn_cli.model import trained
+
+    model = trained.from_run(Workspace(evaluated_run), "r")
+    w, h = size
+    path = tmp_path / "p.jpg"
+    Image.fromarray((np.random.default_rng(1).uniform(size=(h, w, 3)) * 255).astype(np.uint8)).save(path)
+    t = ev.tiles(model, path, torch.device("cpu"))
+    heat = t.smooth(np.arange(len(t.boxes), dtype=float))
+    assert heat.shape == (96, 96) and np.isfinite(heat).all()
+    assert heat.min() >= 0 and heat.max() <= len(t.boxes) - 1  # a blend of the tiles' values, no hole left at 0
+    for k in range(len(t.boxes)):
+        x0, y0, x1, y1 = t.file_box(k)
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert t.detail(k).shape == (y1 - y0, x1 - x0, 3)
+
+
+def test_the_evidence_json_is_what_the_picture_is_drawn_from(tmp_path, evaluated_run):
+    from serving import painting_files
+
+    a, b = map(str, painting_files(evaluated_run, "test")[:2])
+    result = CliRunner().invoke(app, ["compare", a, b, "--evidence", str(tmp_path / "e.png"), "--details", "3",
+                                      "--json", "--device", "cpu", "-w", str(evaluated_run)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)["evidence"]
+    assert set(data) == {"heat", "boxes", "a", "b", "pairs"} and 1 <= len(data["pairs"]) <= 3
+    assert [p["number"] for p in data["pairs"]] == list(range(1, len(data["pairs"]) + 1))
+    for key in "ab":
+        regions = data[key]["regions"]
+        assert sorted(r["rank"] for r in regions)[-1] <= 1 and all(len(r["box"]) == 4 for r in regions)
+    from pbn_cli.core.workspace import Workspace
+    from pbn_cli.model import trained
+
+    model = trained.from_run(Workspace(evaluated_run), "r")
+    cpu = torch.device("cpu")
+    again = ev.evidence_sheet(ev.evidence(ev.tiles(model, a, cpu), ev.tiles(model, b, cpu), model),
+                              tmp_path / "again.png", "t", 3)
+    assert json.loads(json.dumps(again)) == data  # the picture drew exactly what --json says
+    assert Image.open(tmp_path / "again.png").size[0] > 600

@@ -154,7 +154,8 @@ def test_a_changed_checkpoint_is_read_again_and_the_export_reused(onnx_run, tmp_
     again = trained.from_run(Workspace(ws), "r", engine_name="onnx")
     assert again.state is not None and again.runtime is not None  # weights read and fingerprinted; same export
     assert trained.from_run(Workspace(ws), "r", engine_name="onnx").state is None  # stamped anew
-    assert {p.name for p in (ws / "runs/r/onnx").iterdir()} == {"best.json", f"{fast.fingerprint()}.onnx"}
+    assert {p.name for p in (ws / "runs/r/onnx").iterdir()} == \
+        {"best.json", f"{fast.fingerprint()}.onnx", f"{fast.fingerprint()}-tiles.onnx"}
     pixels = fast.read(painting_files(ws, "test")[0])
     assert np.abs(fast.embed_one(pixels) - trained.from_run(Workspace(ws), "r").embed_one(pixels, torch.device("cpu"))).max() \
         <= engine.TOLERANCE
@@ -172,3 +173,24 @@ def test_the_engine_choice(monkeypatch, evaluated_run, tmp_path):
     result = _invoke(evaluated_run, "compare", a, b, "--engine", "onnx", expect=2)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == ["Error: --engine onnx needs the onnx extra: pip install 'pbn[onnx]'"]
+
+
+def test_the_evidence_tiles_agree_between_engines(onnx_run):
+    """The tile graph (exported beside the paintings' one) embeds the evidence's tiles as the torch network does,
+    small tiles enlarged as ``F.interpolate`` enlarges them."""
+    import torch.nn.functional as F
+
+    from pbn_cli.inference import evidence as ev
+
+    for side, size in ((21, 32), (112, 224), (7, 8)):
+        theirs = F.interpolate(torch.eye(side)[None, None], size=(size, side), mode="bilinear", antialias=True,
+                               align_corners=False)[0, 0].numpy()
+        assert np.abs(engine.upsample_matrix(side, size) - theirs).max() < 1e-6
+    ws = Workspace(onnx_run)
+    fast, slow = trained.from_run(ws, "r", engine_name="onnx"), trained.from_run(ws, "r")
+    assert fast.tiles is not None and fast.state is None
+    path = painting_files(onnx_run, "test")[0]
+    ours, theirs = ev.tiles(fast, path, None), ev.tiles(slow, path, torch.device("cpu"))
+    assert ours.boxes.shape == theirs.boxes.shape and ours.boxes[0, 2] < fast.config.model.input_size  # enlarged
+    assert np.abs(ours.emb - theirs.emb).max() <= engine.TOLERANCE
+    assert fast.state is None  # the evidence needed no torch network

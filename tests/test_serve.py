@@ -214,3 +214,10 @@ def test_the_evidence_of_a_pair_is_a_picture(served):
     assert answer.status_code == 200, answer.text
     picture = Image.open(io.BytesIO(base64.b64decode(answer.json()["evidence"].split(",", 1)[1])))
     assert picture.format == "PNG" and picture.size[0] > 600
+    data, details = answer.json()["evidence_data"], answer.json()["details"]
+    assert [d["number"] for d in details] == [p["number"] for p in data["pairs"]] and details
+    for d in details:  # each pair's two details, cut from the uploads at the boxes the data gives
+        for side in "ab":
+            x0, y0, x1, y1 = d[side]
+            shown = Image.open(io.BytesIO(base64.b64decode(d[f"{side}_detail"].split(",", 1)[1])))
+            assert shown.size == (x1 - x0, y1 - y0) or max(shown.size) == 1024

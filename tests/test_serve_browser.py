@@ -84,6 +84,10 @@ def test_compare_search_and_runs_in_a_browser(browser, tmp_path, evaluated_run):
         page.click("nav button[data-view=compare]")
         page.wait_for_selector("#compare-evidence", state="visible")
         page.wait_for_function("document.getElementById('compare-evidence').naturalWidth > 600")
+        page.wait_for_selector("#compare-details .detail")  # the matched details, each pair enlarged on a click
+        page.click("#compare-details .detail")
+        page.wait_for_selector("#detail-dialog[open] #detail-big img")
+        page.click("#detail-dialog button")
 
         page.click("nav button[data-view=attribute]")
         page.set_input_files("#file-h", str(query))

@@ -28,7 +28,11 @@ from pbn_cli.cli.app import (
 from pbn_cli.cli.app import workspace as workspace_
 
 EvidenceOpt = Annotated[Optional[Path], typer.Option(help="Save a picture of the evidence (PNG): which regions of one "
-                                                     "painting resemble which regions of the other.")]
+                                                     "painting resemble the other (a heat map), and the most similar "
+                                                     "pairs of passages side by side, cut from the files at their own "
+                                                     "resolution; with --json the evidence's data too.")]
+DetailsOpt = Annotated[int, typer.Option("--details", min=0, max=10, help="How many matched pairs of passages the "
+                                         "evidence shows.")]
 
 
 @command
@@ -41,6 +45,7 @@ def compare(
     as_json: JsonOpt = False,
     sheet: SheetOpt = None,
     evidence: EvidenceOpt = None,
+    details: DetailsOpt = 4,
     device: DeviceOpt = "auto",
     engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
@@ -49,9 +54,11 @@ def compare(
 
     Uses the run's calibration (fitted by `pbn eval`): the distance threshold
     and the probability of the same artist at even odds. --evidence draws
-    which regions of one resemble which regions of the other.
+    which regions of each resemble the other painting, ranked within the
+    pair, and the most similar pairs of passages side by side as details
+    from the files, each with the p(same) the two passages get alone.
 
-    Example: pbn compare a.jpg b.png --evidence evidence.png
+    Example: pbn compare a.jpg b.png --evidence evidence.png --details 4
     """
     from pbn_cli.inference.compare import compare as run_compare
     from pbn_cli.inference.compare import verdict_sheet
@@ -64,12 +71,13 @@ def compare(
         from pbn_cli.inference.evidence import evidence as matched
         from pbn_cli.inference.evidence import evidence_sheet, tiles
 
-        dev = dev or torch_device(device)
+        dev = dev if dev is not None or trained.tiles is not None else torch_device(device)
         word = "same artist" if verdict.same_artist else "different artists"
-        evidence_sheet(matched(tiles(trained, a, dev), tiles(trained, b, dev)), evidence,
-                       f"{a.name} and {b.name}: {word}, p(same) = {verdict.same_artist_probability:.2f}")
+        found = evidence_sheet(matched(tiles(trained, a, dev), tiles(trained, b, dev), trained), evidence,
+                               f"{a.name} and {b.name}: {word}, p(same) = {verdict.same_artist_probability:.2f}",
+                               details)
     if as_json:
-        print(json.dumps(verdict.to_dict()))
+        print(json.dumps({**verdict.to_dict(), **({"evidence": found} if evidence else {})}))
         return
     from rich.panel import Panel
 
@@ -156,6 +164,7 @@ def attribute(
     as_json: JsonOpt = False,
     sheet: SheetOpt = None,
     evidence: EvidenceOpt = None,
+    details: DetailsOpt = 4,
     device: DeviceOpt = "auto",
     engine: EngineOpt = "auto",
     workspace: WorkspaceOpt = DEFAULT_WS,
@@ -186,10 +195,14 @@ def attribute(
         results = run_attribute(ws, trained, images, among=among, k=k, device=dev, progress=bar)
     if sheet:
         attribute_sheet(ws, trained, images, results, sheet)
+    found = None
     if evidence:
-        _attribution_evidence(ws, trained, images[0], results[0], evidence, dev or torch_device(device))
+        found = _attribution_evidence(ws, trained, images[0], results[0], evidence,
+                                      dev if dev is not None or trained.tiles is not None else torch_device(device),
+                                      details)
     if as_json:
-        print(json.dumps({"run": trained.name, "among": among, "paintings": [r.to_dict() for r in results]}))
+        print(json.dumps({"run": trained.name, "among": among, "paintings": [r.to_dict() for r in results],
+                          **({"evidence": found} if found else {})}))
         return
     table = Table("painting", "answer", "p(unknown hand)", *[f"hand {n + 1}" for n in range(min(k, 3))],
                   title=f"who painted it (run {trained.name}; known hands: {among})")
@@ -205,8 +218,9 @@ def attribute(
                       "at least the top hand's)", highlight=False)
 
 
-def _attribution_evidence(ws, trained, image: Path, result, path: Path, device) -> None:
-    """The evidence picture of the query against its top hand's closest painting, read from its original file."""
+def _attribution_evidence(ws, trained, image: Path, result, path: Path, device, details: int) -> dict:
+    """The evidence picture of the query against its top hand's closest painting, read from its original file; its
+    data."""
     from pbn_cli.core.manifest import read_manifest
     from pbn_cli.data.paths import image_root
     from pbn_cli.inference.evidence import evidence as matched
@@ -216,8 +230,9 @@ def _attribution_evidence(ws, trained, image: Path, result, path: Path, device) 
     split, record = read_manifest(ws.manifest("split"))
     other = Path(image_root(record)) / split.set_index("image_id").loc[hand.closest["image_id"].iloc[0], "path"]
     answer = "unknown hand (closest hand shown)" if result.unknown else f"{result.answer}, p = {hand.probability:.2f}"
-    evidence_sheet(matched(tiles(trained, image, device), tiles(trained, other, device, f"{hand.artist}: {other.name}")),
-                   path, f"{image.name}: {answer}")
+    return evidence_sheet(matched(tiles(trained, image, device), tiles(trained, other, device,
+                                                                     f"{hand.artist}: {other.name}"), trained),
+                          path, f"{image.name}: {answer}", details)
 
 
 @command

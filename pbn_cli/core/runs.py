@@ -76,9 +76,10 @@ class Run:
     def eval_folder(self, split: str, which: str = "best") -> Path:
         return self.folder / "eval" / (split if which == "best" else f"{split}-{which}")
 
-    def engine_file(self, fingerprint: str) -> Path:
-        """The network exported to ONNX for the onnx engine, once per weights fingerprint (model/engine.py)."""
-        return self.folder / "onnx" / f"{fingerprint}.onnx"
+    def engine_file(self, fingerprint: str, graph: str = "paintings") -> Path:
+        """The network exported to ONNX for the onnx engine, once per weights fingerprint (model/engine.py): the
+        paintings' graph, or the evidence's tiles graph."""
+        return self.folder / "onnx" / (f"{fingerprint}.onnx" if graph == "paintings" else f"{fingerprint}-{graph}.onnx")
 
     def engine_stamp(self, which: str) -> Path:
         """Which export a checkpoint file answers with: its fingerprint, size and modification time."""

@@ -216,6 +216,60 @@ def _finish(im: Image.Image, size: int, fit: str) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a square read by ``load_rgb`` (side ``side``, ``fit``) lies in its file, upright (EXIF applied):
+    ``box`` maps a square's region to the file's own pixels."""
+
+    width: int
+    height: int
+    side: int
+    fit: str
+
+    def box(self, top: float, left: float, size: float) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) in the upright file's pixels of the square's region (``top``, ``left``, ``size``),
+        clipped to the file (a padded square's border lies outside it)."""
+        w, h = self.width, self.height
+        if self.fit == "crop":
+            scale = min(w, h) / self.side
+            x0, y0 = (w - min(w, h)) / 2 + left * scale, (h - min(w, h)) / 2 + top * scale
+        else:
+            scale = max(w, h) / self.side
+            inner_w, inner_h = max(1, round(w / scale)), max(1, round(h / scale))
+            x0, y0 = (left - (self.side - inner_w) // 2) * scale, (top - (self.side - inner_h) // 2) * scale
+        x1, y1 = x0 + size * scale, y0 + size * scale
+        return (int(np.clip(round(x0), 0, w)), int(np.clip(round(y0), 0, h)), int(np.clip(round(x1), 0, w)),
+                int(np.clip(round(y1), 0, h)))
+
+
+def upright_size(path: str) -> tuple[int, int]:
+    """(width, height) of the image at ``path`` upright (EXIF orientations 5-8 swap them), from its header."""
+    try:
+        with _no_bomb_check(), Image.open(path) as im:
+            return im.size[::-1] if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else im.size
+    except FileNotFoundError:
+        raise ImageReadError("file missing") from None
+    except Exception as err:  # Pillow raises many kinds for bad files
+        raise ImageReadError(_reason(err)) from None
+
+
+def read_upright(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The whole file at its own resolution, upright (EXIF applied), as (H, W, 3) uint8; ``ImageReadError`` else."""
+    try:
+        with _no_bomb_check(), Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageReadError(f"image too large: {im.width}x{im.height} is over --max-pixels "
+                                     f"{max_pixels / 1e6:.0f}M")
+            im.load()
+            return np.asarray(_to_rgb(ImageOps.exif_transpose(im)).convert("RGB"), dtype=np.uint8)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError("file missing") from None
+    except Exception as err:  # Pillow raises many kinds for bad files
+        raise ImageReadError(_reason(err)) from None
+
+
 def resized(pixels: np.ndarray, size: int) -> np.ndarray:
     """A square (S, S, 3) uint8 painting brought to (size, size, 3) as the image door brings a file (Lanczos)."""
     if pixels.shape[0] == size:

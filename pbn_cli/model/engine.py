@@ -37,8 +37,10 @@ ENGINES = ("auto", "torch", "onnx")
 MODULES = ("onnx", "onnxscript", "onnxruntime")  # what exporting (and running) a graph needs
 INSTALL = "pip install 'pbn[onnx]'"
 KIND = "pbn-onnx-model"
+TILE_KIND = "pbn-onnx-tiles"  # the evidence's graph: tiles seen as paintings of one view
 FORMAT = 1
 INPUT, OUTPUT = "images", "embeddings"
+TILE_INPUT = "views"
 TOLERANCE = 1e-4  # the largest difference between the engines' embeddings (checked at every export)
 BATCH = 1  # paintings a call: onnxruntime on two cores embeds one painting at a time fastest (docs/benchmarks.md)
 
@@ -145,3 +147,49 @@ def open_runtime(path: Path) -> Runtime:
     if not meta.get("pbn.format", "").isdigit() or int(meta["pbn.format"]) > FORMAT:
         raise InputError(f"{path} was written by a newer pbn (format {meta.get('pbn.format')}); upgrade pbn to read it")
     return Runtime(path, session, meta, side)
+
+
+@dataclass
+class Tiles:
+    """The evidence's tile graph in an onnxruntime session: square tiles, each a painting of one view."""
+
+    path: Path
+    session: object
+    size: int  # the network's input size, which tiles are brought to
+
+    def embed(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, D) embeddings of uint8 tiles (N, t, t, 3): as floats in [0, 1], channels first, brought to the input
+        size as ``F.interpolate(bilinear)`` brings a smaller one (``upsample_matrix``), one tile a call."""
+        views = np.ascontiguousarray(tiles, np.float32).transpose(0, 3, 1, 2) / np.float32(255)
+        if views.shape[-1] != self.size:
+            m = upsample_matrix(views.shape[-1], self.size)
+            views = np.matmul(np.matmul(m, views), m.T)
+        views = np.ascontiguousarray(views, np.float32)
+        out = [self.session.run([OUTPUT], {TILE_INPUT: views[i : i + 1]})[0] for i in range(len(views))]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def upsample_matrix(side: int, size: int) -> np.ndarray:
+    """(size, side): bilinear enlargement along one axis with half-pixel centres (what ``F.interpolate`` does with
+    ``align_corners=False``; antialiasing changes nothing when enlarging)."""
+    src = np.maximum((np.arange(size) + 0.5) * side / size - 0.5, 0)
+    low = np.minimum(np.floor(src).astype(int), side - 1)
+    high = np.minimum(low + 1, side - 1)
+    frac = src - low
+    m = np.zeros((size, side), np.float64)
+    m[np.arange(size), low] += 1 - frac
+    m[np.arange(size), high] += frac
+    return m.astype(np.float32)
+
+
+def open_tiles(path: Path) -> Tiles:
+    """A tile graph written by ``onnx_model.export_tiles``."""
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_mem_pattern = False
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    if meta.get("pbn.kind") != TILE_KIND:
+        raise InputError(f"{path} is not a pbn tile graph")
+    return Tiles(Path(path), session, int(meta["pbn.input_size"]))

@@ -74,6 +74,18 @@ def _whole(x: torch.Tensor, size: int, shrink: torch.Tensor) -> torch.Tensor:
     return img if size == img.shape[-1] else torch.matmul(torch.matmul(shrink, img), shrink.T)
 
 
+class TileGraph(nn.Module):
+    """The evidence's graph: float views in [0, 1] (B, 3, T, T) at the network's input size, each a painting of one
+    view -> their embeddings (B, D) (model/engine.py's ``Tiles`` brings tiles to it)."""
+
+    def __init__(self, network: Embedder):
+        super().__init__()
+        self.network = network
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return self.network.paintings(views, 1)
+
+
 class PaintingGraph(nn.Module):
     """What is exported: uint8 paintings (B, S, S, 3) at the cache's size -> painting embeddings (B, D)."""
 
@@ -128,6 +140,35 @@ def export_onnx(model, path: Path) -> float:
     with atomic_path(Path(path)) as tmp:
         program.save(str(tmp), external_data=False)
         return check(open_runtime(tmp), network, probe)
+
+
+def export_tiles(model, path: Path) -> float:
+    """The evidence's tile graph of ``model`` (``TileGraph``) to ``path``, atomically, once onnxruntime agrees with
+    PyTorch; the largest difference."""
+    from pbn_cli.model.engine import TILE_INPUT, TILE_KIND, Tiles, open_tiles
+
+    require("onnx", MODULES, "exporting to ONNX")
+    network = model.network(torch.device("cpu"))
+    size = network.config.input_size
+    probe = torch.rand(PROBES, 3, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(TileGraph(network).eval(), (probe[:2],), dynamo=True, opset_version=OPSET,
+                                        input_names=[TILE_INPUT], output_names=[OUTPUT], verbose=False,
+                                        dynamic_shapes={TILE_INPUT: {0: "batch"}}, optimize=True)
+            expected = network.paintings(probe, 1).float().numpy()
+    except Exception as err:
+        raise PbnError(f"run {model.name}'s network ({model.config.model.backbone}) does not export to ONNX "
+                       f"({first_line(err)}); use --engine torch") from None
+    program.model.metadata_props.update({"pbn.kind": TILE_KIND, "pbn.format": str(FORMAT),
+                                         "pbn.weights": model.fingerprint(), "pbn.input_size": str(size)})
+    with atomic_path(Path(path)) as tmp:
+        program.save(str(tmp), external_data=False)
+        tiles = open_tiles(tmp)
+        diff = float(np.abs(tiles.session.run([OUTPUT], {TILE_INPUT: probe.numpy()})[0] - expected).max())
+        if not diff <= TOLERANCE:
+            raise PbnError(f"the ONNX tile graph's embeddings differ from PyTorch's by {diff:.2g}; use --engine torch")
+        return diff
 
 
 def check(runtime: Runtime, network: Embedder, images: np.ndarray) -> float:

@@ -63,6 +63,7 @@ class TrainedModel:
     epoch: int = 0
     attributor: Attributor | None = None  # who painted it: fitted by `pbn eval` (model/attribution.py)
     runtime: engine.Runtime | None = None  # the onnx engine: the exported network in onnxruntime (model/engine.py)
+    tiles: engine.Tiles | None = None  # the onnx engine's graph for the evidence's tiles
     source: Path | None = None  # the checkpoint ``state`` is read from when it is needed
     _fingerprint: str | None = field(default=None, repr=False)
     _networks: dict = field(default_factory=dict, repr=False)
@@ -212,8 +213,8 @@ def _from_export(ws: Workspace, run: Run, which: str, calib: dict) -> TrainedMod
     file is the one it was made from (torch is not imported); None otherwise."""
     checkpoint_file, stamp = run.checkpoint(which), read_json(run.engine_stamp(which), "") if \
         run.engine_stamp(which).exists() else None
-    path = run.engine_file(str(calib.get("weights")))
-    if not stamp or not checkpoint_file.exists() or not path.exists() or \
+    path, tiles_file = run.engine_file(str(calib.get("weights"))), run.engine_file(str(calib.get("weights")), "tiles")
+    if not stamp or not checkpoint_file.exists() or not path.exists() or not tiles_file.exists() or \
             stamp != {"weights": calib.get("weights"), **_stamp(checkpoint_file)}:
         return None
     runtime = engine.open_runtime(path)
@@ -223,20 +224,23 @@ def _from_export(ws: Workspace, run: Run, which: str, calib: dict) -> TrainedMod
         return None  # the cache was remade since: the checkpoint's own check says what to do
     return TrainedModel(run.name, TrainConfig.from_dict(json.loads(meta["pbn.config"])), None, calib, runtime.side,
                         meta["pbn.fit"], which, int(meta.get("pbn.epoch", 0)), runtime=runtime,
+                        tiles=engine.open_tiles(tiles_file),
                         source=checkpoint_file, _fingerprint=str(calib["weights"]))
 
 
 def attach_runtime(run: Run, model: TrainedModel, progress: Progress = SILENT) -> TrainedModel:
     """Let ``model`` embed through onnxruntime: its network exported once per fingerprint into the run (checked
     against PyTorch), and the checkpoint file stamped so that later answers skip torch."""
-    path = run.engine_file(model.fingerprint())
-    if not path.exists():
-        from pbn_cli.model.onnx_model import export_onnx
+    path, tiles = run.engine_file(model.fingerprint()), run.engine_file(model.fingerprint(), "tiles")
+    if not path.exists() or not tiles.exists():
+        from pbn_cli.model.onnx_model import export_onnx, export_tiles
 
         progress.message(f"exporting run {run.name}'s network to ONNX for onnxruntime, once for these weights "
                          f"(into {path.parent})")
-        export_onnx(model, path)
-    model.runtime = engine.open_runtime(path)
+        if not path.exists():
+            export_onnx(model, path)
+        export_tiles(model, tiles)
+    model.runtime, model.tiles = engine.open_runtime(path), engine.open_tiles(tiles)
     if model.source is not None and model.source.exists():
         write_text(run.engine_stamp(model.which), json.dumps({"weights": model.fingerprint(), **_stamp(model.source)}))
     return model

@@ -151,9 +151,16 @@ def _evidence(service: Service, files: list[tuple[bytes, str]]) -> dict:
     a, b = (service.upload(data, name) for data, name in files)  # each read and checked once, as compare does
     v = service.compare(a, b)
     word = "same artist" if v.same_artist else "different artists"
-    picture = service.evidence(files[0], files[1], f"{a.name} and {b.name}: {word}, p(same) = "
-                                                   f"{v.same_artist_probability:.2f}")
-    return {"evidence": _data_url(picture)}
+    found = service.evidence(files[0], files[1], f"{a.name} and {b.name}: {word}, p(same) = "
+                                                 f"{v.same_artist_probability:.2f}")
+    return _evidence_answer(found)
+
+
+def _evidence_answer(found: dict) -> dict:
+    """The evidence for the page: its picture, its data, and each matched pair with its two details."""
+    details = [{**pair, "a_detail": _data_url(a), "b_detail": _data_url(b)}
+               for pair, (a, b) in zip(found["data"]["pairs"], found["details"])]
+    return {"evidence": _data_url(found["picture"]), "evidence_data": found["data"], "details": details}
 
 
 def _attribute(service: Service, file: tuple[bytes, str], among: str, k: int, with_evidence: bool) -> dict:
@@ -167,7 +174,7 @@ def _attribute(service: Service, file: tuple[bytes, str], among: str, k: int, wi
         top = result.hands[0]
         other = service.painting_file(str(top.closest["image_id"].iloc[0]))
         verdict = "unknown hand (the closest hand shown)" if result.unknown else f"{result.answer}, p = {top.probability:.2f}"
-        answer["evidence"] = _data_url(service.evidence(file, other, f"{query.name}: {verdict}"))
+        answer.update(_evidence_answer(service.evidence(file, other, f"{query.name}: {verdict}")))
     return answer
 
 

@@ -39,6 +39,7 @@ from pbn_cli.model import metrics
 from pbn_cli.model.trained import TrainedModel
 
 MAX_UPLOAD_BYTES = 50 * 2**20  # larger files are refused before decoding; pixels are limited by the image door
+DETAIL_SIDE = 1024  # a matched detail is sent at its own resolution up to this side (the page enlarges it)
 KEEP_UPLOADS = 256  # embeddings of recent uploads kept in memory (never on disk)
 HISTOGRAM_PAINTINGS = 2000  # val paintings whose pairs draw the distance histogram (seeded sample above this)
 _PICTURE = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
@@ -200,9 +201,10 @@ class Service:
         hands = self._once(self._derived, f"hands:{among}", lambda: known_hands(self.paintings(), self.model, among))
         return attribute_one(self.paintings(), hands, self.model, query.name, query.embedding, k)
 
-    def evidence(self, a: tuple[bytes, str], b: tuple[bytes, str] | Path, title: str) -> bytes:
-        """The evidence picture (PNG) of two paintings: uploads, or an upload and a workspace painting's file."""
-        def draw() -> bytes:
+    def evidence(self, a: tuple[bytes, str], b: tuple[bytes, str] | Path, title: str) -> dict:
+        """The evidence of two paintings (uploads, or an upload and a workspace painting's file): its picture (PNG),
+        its data (``Evidence.to_dict``) and each matched pair's two details (PNGs cut from the files)."""
+        def draw() -> dict:
             with tempfile.TemporaryDirectory(dir=self._folder.name) as folder:
                 paths = []
                 for n, item in enumerate((a, b)):
@@ -212,11 +214,14 @@ class Service:
                     path = Path(folder) / f"{n}-{hashlib.sha256(item[0]).hexdigest()}"
                     path.write_bytes(item[0])
                     paths.append((path, item[1]))
-                device = self.device if self.device is not None else torch.device("cpu")  # evidence needs the network
+                device = self.device if self.device is not None or self.model.tiles is not None else torch.device("cpu")
                 first, second = (tiles(self.model, path, device, name) for path, name in paths)
+                found = evidence(first, second, self.model)
                 picture = Path(folder) / "evidence.png"
-                evidence_sheet(evidence(first, second), picture, title)
-                return picture.read_bytes()
+                data = evidence_sheet(found, picture, title)
+                details = [(png(first.detail(i), DETAIL_SIDE), png(second.detail(j), DETAIL_SIDE))
+                           for i, j, _ in found.strongest()]
+                return {"picture": picture.read_bytes(), "data": data, "details": details}
 
         key = "evidence:" + hashlib.sha256(repr((_key(a), _key(b), title)).encode()).hexdigest()
         return self._once(self._thumbs, key, draw)
