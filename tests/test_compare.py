@@ -1,7 +1,6 @@
 """compare and export: the same pixels and embeddings as the workspace, one-line errors."""
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -15,36 +14,21 @@ from pbn_cli.core.workspace import Workspace
 from pbn_cli.model import checkpoint
 from pbn_cli.training.loop import train
 from pbn_cli.training.presets import resolve
+from reliability.helpers import invoke, one_error_line
+from serving import painting_files
 
 runner = CliRunner()
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(output: str) -> str:
-    errors = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert "Traceback" not in output and len(errors) == 1, output
-    return errors[0]
-
-
 def _painting_paths(ws, n: int = 2) -> list[str]:
-    import pyarrow.parquet as pq
-
-    split = pd.read_parquet(ws / "manifests/split.parquet")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
-    return [os.path.join(root, p) for p in split["path"][:n]]
+    return [str(p) for p in painting_files(ws)[:n]]
 
 
 def _two_paintings(ws):
     frame = pd.read_parquet(ws / "runs/r/eval/test/embeddings.parquet")
-    split = pd.read_parquet(ws / "manifests/split.parquet").set_index("image_id")
-    import pyarrow.parquet as pq
-
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    files = dict(zip(pd.read_parquet(ws / "manifests/split.parquet")["image_id"], painting_files(ws)))
     a, b = frame.iloc[0], frame.iloc[-1]
-    paths = [os.path.join(root, split.loc[x["image_id"], "path"]) for x in (a, b)]
+    paths = [str(files[x["image_id"]]) for x in (a, b)]
     expected = float(np.linalg.norm(np.asarray(a["embedding"], np.float64) - np.asarray(b["embedding"], np.float64)))
     return paths, expected
 

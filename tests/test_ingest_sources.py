@@ -220,8 +220,8 @@ def test_plain_string_artists_in_a_folder_of_two_shards(pbn, tmp_path, hf):
     assert kept["artist"].value_counts().to_dict() == {a: 4 for a in ARTISTS}
     assert _reasons(pbn) == {
         "train-00001-of-00002.parquet#8": "no artist given", "train-00001-of-00002.parquet#9": "no artist given",
-        "train-00001-of-00002.parquet#10": f"no image bytes in the table, only a path ({elsewhere}): ingest such "
-                                           "files from a CSV or a folder of artists"}
+        "train-00001-of-00002.parquet#10": "path escapes the image folder: absolute path outside "
+                                           f"{os.path.realpath(shards)} (point --images to a folder above it)"}
     assert "up to date" in pbn("ingest", shards).output
     _hf_table(shards / "extra.parquet", label=False, n_per_artist=1, start=30)  # a changed table is read again
     assert "ingest: kept 20 rows, rejected 3" in pbn("ingest", shards).output
@@ -264,8 +264,8 @@ def test_table_errors_are_one_line(pbn, tmp_path, hf):
         "Error: the table t.parquet has no column 'maker' (it has: artist, image, style, year)")
     not_images = pbn("ingest", table, "--image-column", "style", expect=2)
     assert "column 'style' holds string, not images" in not_images.output
-    images_opt = pbn("ingest", table, "--images", tmp_path, expect=2)
-    assert "--images does not apply to t.parquet" in images_opt.output
+    images_opt = pbn("ingest", table, "--images", tmp_path / "nowhere", expect=2)
+    assert images_opt.output.strip().startswith("Error: image folder") and "does not exist" in images_opt.output
 
 
 def test_ingest_help_explains_the_three_sources(pbn):
@@ -275,3 +275,31 @@ def test_ingest_help_explains_the_three_sources(pbn):
                  "pbn ingest wikiart/data --artist-column artist", "FOLDER/<artist>/<painting>", "Parquet",
                  "Example: pbn "):
         assert line in result.output, line
+
+
+def test_a_table_with_paths_ingests_the_same_paintings_as_one_with_bytes(pbn, tmp_path, hf):
+    """`datasets` writes rows of images left on disk as a path without bytes: they are read from those files,
+    relative to the table's folder (or --images), and give the paintings the bytes give."""
+    import pyarrow as pa
+
+    with_bytes = tmp_path / "bytes/paintings.parquet"
+    with_bytes.parent.mkdir()
+    written = _hf_table(with_bytes)
+    table = pq.read_table(with_bytes)
+    names = [f"img/{k}.bin" for k in range(len(written))]
+    for name, data in zip(names, written):
+        _write(tmp_path / "paths" / name, data)
+    image = pa.StructArray.from_arrays([pa.array([None] * len(names), pa.binary()), pa.array(names)],
+                                       fields=list(table.schema.field("image").type))
+    with_paths = tmp_path / "paths/paintings.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", image), with_paths)
+    other = type(pbn)(tmp_path / "ws-paths")
+    pbn("ingest", with_bytes)
+    other("ingest", with_paths)
+    ours, theirs = _manifest(pbn), _manifest(other)
+    assert len(ours) == len(written) and ours[["image_id", "path", "artist"]].equals(theirs[["image_id", "path", "artist"]])
+    elsewhere = type(pbn)(tmp_path / "ws-elsewhere")  # the same table moved away from its images: --images finds them
+    moved = tmp_path / "moved.parquet"
+    with_paths.rename(moved)
+    elsewhere("ingest", moved, "--images", tmp_path / "paths")
+    assert _manifest(elsewhere)[["path", "artist"]].equals(ours[["path", "artist"]])

@@ -120,3 +120,51 @@ def test_sigkill_then_resume_gives_identical_cache(tmp_path, medium_set, kill_at
     a, b = _manifest(calm.workspace), _manifest(killed.workspace)
     assert a[["image_id", "cache_row", "phash"]].equals(b[["image_id", "cache_row", "phash"]])
     assert not list((killed.workspace / "cache").glob("*.journal"))
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(stat))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc")
+def test_killing_the_parent_of_a_resize_leaves_no_worker_and_a_rerun_works(tmp_path, medium_set):
+    """Only the parent killed: its workers die with it (they would hold the workspace's lock), and a rerun runs."""
+    from conftest import Pbn
+
+    killed = Pbn(tmp_path / "killed")
+    pipeline(killed, medium_set, "clean")
+    cmd = [sys.executable, "-m", "pbn_cli", "resize", "-w", str(killed.workspace), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workers = time.monotonic() + 60, []
+    while (len(workers) < 2 or _journal_lines(killed.workspace) < 2) and proc.poll() is None \
+            and time.monotonic() < deadline:  # working: its two workers forked, a chunk written
+        workers = _children(proc.pid)
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert workers, ("the resize ended before its workers could be seen", proc.returncode,
+                     _journal_lines(killed.workspace))
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)
+    killed("resize")  # not refused: no worker holds the lock
+    assert (killed.workspace / "manifests/resize.parquet").exists()

@@ -56,7 +56,9 @@ def ingest(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="A paintings CSV, a folder of artist folders, or a "
                                            "Parquet table (a file or a folder of shards).", show_default=False)],
     images: Annotated[
-        Optional[Path], typer.Option(help="A CSV's image folder (default: train/ beside the CSV).")
+        Optional[Path], typer.Option(help="A CSV's image folder (default: train/ beside the CSV); for a table, "
+                                          "the folder its rows' paths are relative to, where a row has a path and "
+                                          "no image bytes (default: the table's folder).")
     ] = None,
     filename_column: Annotated[Optional[str], typer.Option(help="A CSV's column with the file names.")] = None,
     artist_column: Annotated[Optional[str], typer.Option(help="A CSV's or a table's column with the artists "

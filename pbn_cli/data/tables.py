@@ -11,7 +11,10 @@ Reading goes by batches of rows, so a table larger than memory streams
 through: ``read_columns`` reads every column but the images;
 ``image_batches`` reads the images a few dozen at a time and
 ``extract_batch`` (run in worker processes) writes them into an image
-folder, named by the sha256 of their bytes (``ab/ab12....jpg``): identical
+folder, named by the sha256 of their bytes (``ab/ab12....jpg``). A row with
+a path and no bytes (``datasets`` writes such rows for images it left on
+disk) is read from that file, under a CSV's path rules: relative to the
+table's folder (or ``--images``), never outside it. Identical
 images are stored once, each file is written atomically, and a file already
 there is not written again, so a killed extraction resumes where it stopped.
 The batches are fed from one reader rather than one row group per worker
@@ -35,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pbn_cli.core.atomic import atomic_path
+from pbn_cli.data.paths import locate
 from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.data.imaging import Header, ImageReadError, read_header
 
@@ -289,11 +293,27 @@ def _store_or_reason(root: str, data: bytes) -> tuple[str, Header] | str:
         raise PbnError(f"cannot write images into {root}: {err.strerror or err}") from None
 
 
+def _from_path(base: str, name: str) -> bytes | str:
+    """The bytes of the file a row names, under a CSV's path rules (inside ``base``, already real); or why not."""
+    rel = name
+    if os.path.isabs(name):
+        real = os.path.realpath(name)
+        if not real.startswith(base.rstrip(os.sep) + os.sep):
+            return f"path escapes the image folder: absolute path outside {base} (point --images to a folder above it)"
+        rel = os.path.relpath(real, base)
+    full, reason = locate(base, rel)
+    if reason:
+        return reason
+    try:
+        with open(full, "rb") as f:
+            return f.read()
+    except OSError as err:
+        return f"unreadable path: {err.strerror}"
+
+
 def _row(data: bytes | None, name: str | None, stored) -> tuple:
     if data is None:
-        reason = (f"no image bytes in the table, only a path ({name}): ingest such files from a CSV or a folder "
-                  "of artists") if name else "no image in the table"
-        return (name, None, None, None, None, None, None, reason)
+        return (name, None, None, None, None, None, None, "no image in the table")
     if isinstance(stored, str):
         return (name, None, None, None, None, None, None, stored)
     rel, h = stored
@@ -312,13 +332,22 @@ def image_batches(source: TableSource, rows: int = IMAGE_BATCH_ROWS) -> Iterator
                 yield _image_values(batch.column(0))
 
 
-def extract_batch(args: tuple[str, list, list]) -> list[tuple]:
+def extract_batch(args: tuple[str, list, list, str]) -> list[tuple]:
     """A batch of images into the image folder ``root`` (on ``WRITE_THREADS`` threads), per row:
-    (own path, path, format, width, height, mode, bytes, reason).
+    (own path, path, format, width, height, mode, bytes, reason). A row with only a path is read from the file it
+    names, inside ``base`` (the table's folder or --images, real).
 
     Identical images of a batch are written once (two threads must not write one file).
     """
-    root, datas, names = args
+    root, datas, names, base = args
+    datas, read = list(datas), {}
+    for k, (data, name) in enumerate(zip(datas, names)):
+        if data is None and name:
+            found = _from_path(base, name)
+            if isinstance(found, str):
+                read[k] = found
+            else:
+                datas[k] = found
     unique = list(dict.fromkeys(d for d in datas if d is not None))
     if len(unique) < 2:
         stored = {d: _store_or_reason(root, d) for d in unique}
@@ -327,7 +356,8 @@ def extract_batch(args: tuple[str, list, list]) -> list[tuple]:
 
         with ThreadPoolExecutor(min(WRITE_THREADS, len(unique))) as threads:
             stored = dict(zip(unique, threads.map(_store_or_reason, [root] * len(unique), unique)))
-    return [_row(d, name, stored.get(d) if d is not None else None) for d, name in zip(datas, names)]
+    return [(name, None, None, None, None, None, None, read[k]) if k in read else
+            _row(d, name, stored.get(d) if d is not None else None) for k, (d, name) in enumerate(zip(datas, names))]
 
 
 def sweep_temporary(root: Path) -> None:

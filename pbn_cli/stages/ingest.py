@@ -121,7 +121,7 @@ def ingest(
     given = {"--images": images, "--filename-column": filename_column, "--artist-column": artist_column,
              "--image-column": image_column}
     allowed = {"csv": ("--images", "--filename-column", "--artist-column"), "folder": (),
-               "table": ("--artist-column", "--image-column")}[kind]
+               "table": ("--images", "--artist-column", "--image-column")}[kind]
     wrong = [flag for flag, value in given.items() if value is not None and flag not in allowed]
     if wrong:
         what = {"csv": "a CSV", "folder": "a folder of artist folders (the artist is the first-level folder)",
@@ -130,8 +130,8 @@ def ingest(
     if kind == "folder":
         return _ingest_folder(ws, Path(source), force=force, workers=workers, progress=progress)
     if kind == "table":
-        return _ingest_table(ws, Path(source), artist_column=artist_column, image_column=image_column, force=force,
-                             workers=workers, progress=progress)
+        return _ingest_table(ws, Path(source), images=images, artist_column=artist_column, image_column=image_column,
+                             force=force, workers=workers, progress=progress)
     return _ingest_csv(ws, Path(source), images=images, filename_column=filename_column, artist_column=artist_column,
                        force=force, workers=workers, progress=progress)
 
@@ -228,8 +228,10 @@ def _ingest_folder(ws: Workspace, folder: Path, *, force: bool, workers: int | N
     return _finish(ws, rows, reason, params, inputs, extra, summary)
 
 
-def _extract(source: tables.TableSource, root: Path, workers: int | None, progress: Progress) -> pd.DataFrame:
-    """Every image of the table written into ``root``, batch by batch on all cores, in row order."""
+def _extract(source: tables.TableSource, root: Path, base: Path, workers: int | None,
+             progress: Progress) -> pd.DataFrame:
+    """Every image of the table written into ``root``, batch by batch on all cores, in row order (rows with only a
+    path read from their files inside ``base``)."""
     tables.sweep_temporary(root)
     root.mkdir(parents=True, exist_ok=True)
     results: dict[int, list[tuple]] = {}
@@ -240,25 +242,30 @@ def _extract(source: tables.TableSource, root: Path, workers: int | None, progre
             results[i] = res
             progress.advance(len(res))
 
-        batches = ((str(root), datas, names) for datas, names in tables.image_batches(source))
+        real = os.path.realpath(base)
+        batches = ((str(root), datas, names, real) for datas, names in tables.image_batches(source))
         map_chunks(pool, tables.extract_batch, batches, done)  # read lazily: a few batches in flight
     rows = [r for i in sorted(results) for r in results[i]]
     return pd.DataFrame(rows, columns=["own_path", "path", *PROBED, "reason"])
 
 
-def _ingest_table(ws: Workspace, path: Path, *, artist_column: str | None, image_column: str | None, force: bool,
-                  workers: int | None, progress: Progress) -> StageResult:
-    """A Parquet table with the images inside: images written into the workspace, other columns carried along."""
+def _ingest_table(ws: Workspace, path: Path, *, images: Path | None, artist_column: str | None,
+                  image_column: str | None, force: bool, workers: int | None, progress: Progress) -> StageResult:
+    """A Parquet table with the images inside: images written into the workspace, other columns carried along.
+    Rows that hold only a path are read from that file, relative to the table's folder or ``images``."""
     source = tables.open_tables(path, image_column=image_column, artist_column=artist_column)
     root = ws.images.resolve()
+    base = Path(images).resolve() if images else (source.path if source.path.is_dir() else source.path.parent).resolve()
+    if images and not base.is_dir():
+        raise InputError(f"image folder {base} does not exist; point --images to the folder the table's paths are in")
     params = {"table": str(source.path), "layout": "table", "image_column": source.image_column,
-              "artist_column": source.artist_column, "images": str(root)}
+              "artist_column": source.artist_column, "images": str(root), "paths_from": str(base)}
     inputs = {"table": source.fingerprint}
     if not force and ws.up_to_date("ingest", params, inputs) and root.is_dir():
         return _skipped(ws)
 
     frame = tables.read_columns(source)
-    images = _extract(source, root, workers, progress)
+    images = _extract(source, root, base, workers, progress)
     if len(images) != len(frame):
         raise InputError(f"{source.path} changed while it was read: run `pbn ingest` again")
     ids = [f"{source.names[s]}#{r}" for s, r in zip(frame["_pbn_shard"], frame["_pbn_row"])]
