@@ -221,14 +221,12 @@ def attribute(
 def _attribution_evidence(ws, trained, image: Path, result, path: Path, device, details: int) -> dict:
     """The evidence picture of the query against its top hand's closest painting, read from its original file; its
     data."""
-    from pbn_cli.core.manifest import read_manifest
-    from pbn_cli.data.paths import image_root
+    from pbn_cli.data.paths import painting_file
     from pbn_cli.inference.evidence import evidence as matched
     from pbn_cli.inference.evidence import evidence_sheet, tiles
 
     hand = result.hands[0]
-    split, record = read_manifest(ws.manifest("split"))
-    other = Path(image_root(record)) / split.set_index("image_id").loc[hand.closest["image_id"].iloc[0], "path"]
+    other = painting_file(ws, hand.closest["image_id"].iloc[0])
     answer = "unknown hand (closest hand shown)" if result.unknown else f"{result.answer}, p = {hand.probability:.2f}"
     return evidence_sheet(matched(tiles(trained, image, device), tiles(trained, other, device,
                                                                      f"{hand.artist}: {other.name}"), trained),

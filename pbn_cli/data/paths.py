@@ -8,7 +8,8 @@ import stat
 from pathlib import Path
 
 from pbn_cli.core.errors import InputError
-from pbn_cli.core.manifest import Record
+from pbn_cli.core.manifest import Record, read_manifest
+from pbn_cli.core.workspace import Workspace
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -62,3 +63,19 @@ def image_root(record: Record, override: Path | None = None) -> str:
         hint = "" if override else " (the workspace may have moved: point to it with --images)"
         raise InputError(f"image folder {root} does not exist{hint}")
     return os.path.realpath(root)
+
+
+def painting_files(ws: Workspace) -> dict[str, str]:
+    """Each workspace painting's original file, by image_id: its path in the split manifest under the image folder
+    ingest recorded (the one home of "a workspace painting's file")."""
+    split, record = read_manifest(ws.manifest("split"))
+    root = image_root(record)
+    return {str(i): os.path.join(root, p) for i, p in zip(split["image_id"], split["path"])}
+
+
+def painting_file(ws: Workspace, image_id: str, files: dict[str, str] | None = None) -> Path:
+    """The original file of the workspace painting ``image_id`` (from ``files`` when already read)."""
+    files = painting_files(ws) if files is None else files
+    if str(image_id) not in files:
+        raise InputError(f"no painting {image_id!r} in the workspace")
+    return Path(files[str(image_id)])

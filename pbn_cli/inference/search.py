@@ -21,13 +21,12 @@ import numpy as np
 import pandas as pd
 
 from pbn_cli.core.errors import InputError
-from pbn_cli.core.manifest import read_manifest
 from pbn_cli.core.pictures import pyplot, save_figure, short
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData
-from pbn_cli.data.paths import image_root
+from pbn_cli.data.paths import painting_files
 from pbn_cli.model.metrics import row_distances
 from pbn_cli.model.trained import TrainedModel
 
@@ -146,14 +145,13 @@ def nearest(g: Gallery, model: TrainedModel, query: np.ndarray, *, k: int, split
 
 def same_file(ws: Workspace, table: pd.DataFrame, query: Path) -> np.ndarray:
     """Rows whose file is the query file itself."""
-    paths, record = read_manifest(ws.manifest("split"))
     try:
-        root = image_root(record)
+        files = painting_files(ws)
     except InputError:
         return np.zeros(len(table), bool)
     real = os.path.realpath(query)
-    mine = {i for i, p in zip(paths["image_id"], paths["path"]) if os.path.realpath(os.path.join(root, p)) == real}
-    return table["image_id"].isin(mine).to_numpy()
+    mine = {i for i, p in files.items() if os.path.realpath(p) == real}
+    return table["image_id"].astype(str).isin(mine).to_numpy()
 
 
 def search(ws: Workspace, model: TrainedModel, *, image: Path, k: int = 10, split: str = "all",

@@ -228,14 +228,10 @@ class Service:
 
     def painting_file(self, image_id: str) -> Path:
         """The original file of a workspace painting (through the workspace's image folder)."""
-        from pbn_cli.core.manifest import read_manifest
-        from pbn_cli.data.paths import image_root
+        from pbn_cli.data.paths import painting_file, painting_files
 
-        split, record = self._once(self._derived, "split", lambda: read_manifest(self._workspace().manifest("split")))
-        rows = split[split["image_id"] == image_id]
-        if rows.empty:
-            raise InputError(f"no painting {image_id!r} in the workspace")
-        return Path(image_root(record)) / rows["path"].iloc[0]
+        ws = self._workspace()
+        return painting_file(ws, image_id, self._once(self._derived, "files", lambda: painting_files(ws)))
 
     # -- runs ------------------------------------------------------------------------------------------------------
     def runs(self) -> list[dict]:

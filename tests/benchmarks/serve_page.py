@@ -124,6 +124,7 @@ def shots(url: str, files: list[Path], folder: Path, chromium: str) -> None:
         page.wait_for_selector("#compare-result", state="visible")
         loaded = "[...document.images].filter(i => i.offsetParent).every(i => i.complete && i.naturalWidth > 0)"
         page.wait_for_selector("#compare-evidence", state="visible")
+        page.wait_for_selector("#compare-details .detail")  # the matched details under the evidence
         page.wait_for_function(loaded)
         page.screenshot(path=str(folder / "serve-compare.png"), full_page=True)
         verdict = {k: page.inner_text(f"#{k}") for k in ("verdict", "probability", "distance", "threshold")}
@@ -132,6 +133,8 @@ def shots(url: str, files: list[Path], folder: Path, chromium: str) -> None:
             page.set_input_files(f"#file-{drop}", str(files[0]))
             page.click(f"#{view}-go")
             page.wait_for_selector(f"#{view}-result", state="visible")
+            if view == "attribute":
+                page.wait_for_selector("#attribute-details .detail")
             page.wait_for_function(loaded)
             page.screenshot(path=str(folder / f"serve-{view}.png"), full_page=True)
         page.click("nav button[data-view=runs]")
