@@ -22,8 +22,8 @@ from pbn_cli.cli.app import (
     WorkspaceOpt,
     command,
     device_name,
+    evidence_device,
     load_model,
-    torch_device,
 )
 from pbn_cli.cli.app import workspace as workspace_
 
@@ -71,7 +71,7 @@ def compare(
         from pbn_cli.inference.evidence import evidence as matched
         from pbn_cli.inference.evidence import evidence_sheet, tiles
 
-        dev = dev if dev is not None or trained.tiles is not None else torch_device(device)
+        dev = evidence_device(trained, dev, device)
         word = "same artist" if verdict.same_artist else "different artists"
         found = evidence_sheet(matched(tiles(trained, a, dev), tiles(trained, b, dev), trained), evidence,
                                f"{a.name} and {b.name}: {word}, p(same) = {verdict.same_artist_probability:.2f}",
@@ -198,8 +198,7 @@ def attribute(
     found = None
     if evidence:
         found = _attribution_evidence(ws, trained, images[0], results[0], evidence,
-                                      dev if dev is not None or trained.tiles is not None else torch_device(device),
-                                      details)
+                                      evidence_device(trained, dev, device), details)
     if as_json:
         print(json.dumps({"run": trained.name, "among": among, "paintings": [r.to_dict() for r in results],
                           **({"evidence": found} if found else {})}))

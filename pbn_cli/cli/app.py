@@ -135,6 +135,12 @@ def torch_device(name: str):
     return select_device(name)
 
 
+def evidence_device(model, device, name: str):
+    """The device the evidence's tiles are embedded on: none when the onnx engine's tile graph embeds them, else the
+    answer's torch device, or the one ``--device`` names."""
+    return device if device is not None or model.tiles is not None else torch_device(name)
+
+
 def workspace(path: Path):
     from pbn_cli.core.workspace import Workspace
 

@@ -207,8 +207,8 @@ class Evidence:
         """The evidence as data: each painting's regions (boxes in the file's own pixels, upright) with their
         likeness to the other painting and its rank in this pair, and the strongest distinct matching pairs."""
         paintings = {}
-        for key, t, heat, rank in (("a", self.a, self.heat_a, self.ranks()[0]), ("b", self.b, self.heat_b,
-                                                                                 self.ranks()[1])):
+        ranks = self.ranks()
+        for key, t, heat, rank in (("a", self.a, self.heat_a, ranks[0]), ("b", self.b, self.heat_b, ranks[1])):
             width, height = t.size()
             paintings[key] = {"name": t.name, "width": width, "height": height, "regions": [
                 {"box": list(t.file_box(k)), "likeness": float(heat[k]), "rank": float(rank[k])} for k in range(len(heat))]}
@@ -250,7 +250,7 @@ def evidence_sheet(ev: Evidence, path: Path, title: str, pairs: int = PAIRS) -> 
     from matplotlib.patches import Rectangle
 
     data = ev.to_dict(pairs)
-    shown = data["pairs"]
+    shown, chosen = data["pairs"], ev.strongest(pairs)  # the same pairs, in the same order
     plt = pyplot()
     fig = plt.figure(figsize=(11, 8.2 if shown else 6.4))
     grid = fig.add_gridspec(2 if shown else 1, max(2 * len(shown), 2), height_ratios=[2.5, 1] if shown else [1],
@@ -265,14 +265,13 @@ def evidence_sheet(ev: Evidence, path: Path, title: str, pairs: int = PAIRS) -> 
         heat = ax.imshow(t.smooth(rank), cmap="inferno", alpha=0.5, vmin=0, vmax=1, extent=extent,
                          interpolation="bilinear")
         ax.set(xticks=[], yticks=[], title=short(data["ab"[side]]["name"], 48))
-        for n, (i, j, _) in enumerate(ev.strongest(pairs)):
+        for n, (i, j, _) in enumerate(chosen):
             top, left, size = t.boxes[(i, j)[side]]
             ax.add_patch(Rectangle((left, top), size, size, fill=False, lw=1.6, ec=colours(n), alpha=0.9))
             ax.text(left + size / 2, top + size / 2, str(n + 1), color="white", fontsize=12, fontweight="bold",
                     ha="center", va="center", bbox={"boxstyle": "circle,pad=0.25", "facecolor": colours(n),
                                                     "edgecolor": "white", "lw": 1})
-    for n, pair in enumerate(shown):
-        (i, j, _) = ev.strongest(pairs)[n]
+    for n, (pair, (i, j, _)) in enumerate(zip(shown, chosen)):
         for k, (t, tile) in enumerate(((ev.a, i), (ev.b, j))):
             ax = fig.add_subplot(grid[1, 2 * n + k])
             ax.imshow(_thumbnail(t.detail(tile)))

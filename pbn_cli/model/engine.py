@@ -124,21 +124,26 @@ def _side(path: Path, session) -> int:
     return side
 
 
-def open_runtime(path: Path) -> Runtime:
-    """A graph written by ``onnx_model.export_onnx``, in a CPU session; one line for anything else."""
+def _session(path: Path):
+    """An onnxruntime session of the graph at ``path`` on the CPU; one line when it cannot be loaded."""
     ort = _onnxruntime()
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise InputError(f"{path} does not exist")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: a refused file is our one line, not the runtime's log
     # no memory pattern planned ahead for each batch size: the same speed here, 100 MB less at one painting a call
     options.enable_mem_pattern = False
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise InputError(f"{path} cannot be loaded as an ONNX model ({first_line(err)}); "
                          "make one with `pbn export RUN FILE.onnx`") from None
+
+
+def open_runtime(path: Path) -> Runtime:
+    """A graph written by ``onnx_model.export_onnx``, in a CPU session; one line for anything else."""
+    path = Path(path)
+    session = _session(path)
     side = _side(path, session)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     if meta.get("pbn.kind") != KIND:
@@ -184,11 +189,7 @@ def upsample_matrix(side: int, size: int) -> np.ndarray:
 
 def open_tiles(path: Path) -> Tiles:
     """A tile graph written by ``onnx_model.export_tiles``."""
-    ort = _onnxruntime()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.enable_mem_pattern = False
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = _session(path)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     if meta.get("pbn.kind") != TILE_KIND:
         raise InputError(f"{path} is not a pbn tile graph")

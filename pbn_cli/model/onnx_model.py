@@ -40,7 +40,8 @@ from pbn_cli.core.errors import PbnError
 from pbn_cli.core.extras import require
 from pbn_cli.model.embed import embed_images
 from pbn_cli.model.embedder import Embedder
-from pbn_cli.model.engine import FORMAT, INPUT, KIND, MODULES, OUTPUT, TOLERANCE, Runtime, first_line, open_runtime
+from pbn_cli.model.engine import (FORMAT, INPUT, KIND, MODULES, OUTPUT, TILE_INPUT, TILE_KIND, TOLERANCE, Runtime,
+                                  first_line, open_runtime, open_tiles)
 from pbn_cli.model.views import grid_views, to_float, views_per_painting
 
 OPSET = 18  # what torch's exporter writes natively (no version conversion); onnxruntime >= 1.14 runs it
@@ -121,20 +122,25 @@ def metadata(model) -> dict[str, str]:
     return meta
 
 
-def export_onnx(model, path: Path) -> float:
-    """Write ``model`` to ``path`` as ONNX, atomically, once onnxruntime agrees with PyTorch; the largest difference."""
+def _program(graph: nn.Module, probe: torch.Tensor, input_name: str, model, fallback: str):
+    """``graph`` exported by torch's exporter (batch axis dynamic); one line when an operator is missing."""
     require("onnx", MODULES, "exporting to ONNX")
-    network = model.network(torch.device("cpu"))
-    graph = PaintingGraph(network, model.image_size).eval()
-    probe = np.random.default_rng(0).integers(0, 256, (PROBES, model.image_size, model.image_size, 3), np.uint8)
     try:
         with torch.no_grad():
-            program = torch.onnx.export(graph, (torch.from_numpy(probe[:2]),), dynamo=True, opset_version=OPSET,
-                                        input_names=[INPUT], output_names=[OUTPUT], verbose=False,
-                                        dynamic_shapes={INPUT: {0: "batch"}}, optimize=True)
-    except Exception as err:  # an operator the exporter lacks: the .pt export still works
+            return torch.onnx.export(graph.eval(), (probe[:2],), dynamo=True, opset_version=OPSET,
+                                     input_names=[input_name], output_names=[OUTPUT], verbose=False,
+                                     dynamic_shapes={input_name: {0: "batch"}}, optimize=True)
+    except Exception as err:  # an operator the exporter lacks
         raise PbnError(f"run {model.name}'s network ({model.config.model.backbone}) does not export to ONNX "
-                       f"({first_line(err)}); export it as .pt instead") from None
+                       f"({first_line(err)}); {fallback}") from None
+
+
+def export_onnx(model, path: Path) -> float:
+    """Write ``model`` to ``path`` as ONNX, atomically, once onnxruntime agrees with PyTorch; the largest difference."""
+    network = model.network(torch.device("cpu"))
+    probe = np.random.default_rng(0).integers(0, 256, (PROBES, model.image_size, model.image_size, 3), np.uint8)
+    program = _program(PaintingGraph(network, model.image_size), torch.from_numpy(probe), INPUT, model,
+                       "export it as .pt instead")
     program.model.metadata_props.update(metadata(model))
     program.model.doc_string = f"pbn painter embedding of run {model.name} ({model.which})"
     with atomic_path(Path(path)) as tmp:
@@ -145,27 +151,17 @@ def export_onnx(model, path: Path) -> float:
 def export_tiles(model, path: Path) -> float:
     """The evidence's tile graph of ``model`` (``TileGraph``) to ``path``, atomically, once onnxruntime agrees with
     PyTorch; the largest difference."""
-    from pbn_cli.model.engine import TILE_INPUT, TILE_KIND, Tiles, open_tiles
-
-    require("onnx", MODULES, "exporting to ONNX")
     network = model.network(torch.device("cpu"))
     size = network.config.input_size
     probe = torch.rand(PROBES, 3, size, size, generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad():
-            program = torch.onnx.export(TileGraph(network).eval(), (probe[:2],), dynamo=True, opset_version=OPSET,
-                                        input_names=[TILE_INPUT], output_names=[OUTPUT], verbose=False,
-                                        dynamic_shapes={TILE_INPUT: {0: "batch"}}, optimize=True)
-            expected = network.paintings(probe, 1).float().numpy()
-    except Exception as err:
-        raise PbnError(f"run {model.name}'s network ({model.config.model.backbone}) does not export to ONNX "
-                       f"({first_line(err)}); use --engine torch") from None
+    program = _program(TileGraph(network), probe, TILE_INPUT, model, "use --engine torch")
+    with torch.no_grad():
+        expected = network.paintings(probe, 1).float().numpy()
     program.model.metadata_props.update({"pbn.kind": TILE_KIND, "pbn.format": str(FORMAT),
                                          "pbn.weights": model.fingerprint(), "pbn.input_size": str(size)})
     with atomic_path(Path(path)) as tmp:
         program.save(str(tmp), external_data=False)
-        tiles = open_tiles(tmp)
-        diff = float(np.abs(tiles.session.run([OUTPUT], {TILE_INPUT: probe.numpy()})[0] - expected).max())
+        diff = float(np.abs(open_tiles(tmp).session.run([OUTPUT], {TILE_INPUT: probe.numpy()})[0] - expected).max())
         if not diff <= TOLERANCE:
             raise PbnError(f"the ONNX tile graph's embeddings differ from PyTorch's by {diff:.2g}; use --engine torch")
         return diff
