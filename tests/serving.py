@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pbn_cli.cli import app
 from pbn_cli.core.device import select_device
 from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root
 from pbn_cli.model import trained as models
 from pbn_cli.web.app import address, bind, server
 from pbn_cli.web.service import Service
@@ -24,10 +25,8 @@ runner = CliRunner()
 
 def painting_files(ws: Path, split: str | None = None) -> list[Path]:
     """The workspace's painting files (one split's with ``split``), in the split manifest's order."""
-    import pyarrow.parquet as pq
-
     table = pd.read_parquet(ws / "manifests/split.parquet")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    root = image_root(Workspace(ws))
     return [Path(root) / p for p in (table if split is None else table[table["split"] == split])["path"]]
 
 

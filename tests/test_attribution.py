@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from pbn_cli.cli import app
 from pbn_cli.evaluation import attribution as E
 from pbn_cli.inference import evidence as ev
-from pbn_cli.model import attribution as A
-from pbn_cli.model import calibration
+from pbn_cli.answers import attribution as A
+from pbn_cli.answers import attribution_fitting as F
+from pbn_cli.answers import calibration
 from pbn_cli.stages.split import assign_splits
 
 runner = CliRunner()
@@ -54,7 +55,7 @@ def test_unknown_hands_are_learned_from_artists_never_trained_on(tmp_path, evalu
     calib holds whole artists never trained on, the unknown hands of attribution's episodes."""
     from pbn_cli.core.workspace import Workspace
     from pbn_cli.data.cache import CacheData
-    from pbn_cli.evaluation.evaluate import _calibration_splits
+    from pbn_cli.evaluation.fitting import calibration_splits
 
     ws = tmp_path / "ws"
     shutil.copytree(evaluated_run, ws)
@@ -63,7 +64,7 @@ def test_unknown_hands_are_learned_from_artists_never_trained_on(tmp_path, evalu
     data = CacheData(Workspace(ws))
     trained = set(data.split("train").artists) | set(data.split("val").artists)
     assert len(data.split("calib")) and not set(data.split("calib").artists) & trained
-    assert _calibration_splits(data) == ["val", "calib"]
+    assert calibration_splits(data) == ["val", "calib"]
     val, calib = data.split("val"), data.split("calib")
     rng = np.random.default_rng(0)
     emb = {"val": rng.normal(size=(len(val), 4)), "calib": rng.normal(size=(len(calib), 4)) * 3}
@@ -78,8 +79,8 @@ def _att(dim=6, seed=0, power=0.25, k=A.BACKGROUND_K, aggregate="prototype"):
     rng = np.random.default_rng(seed)
     train = rng.normal(size=(60, dim)).astype(np.float32)
     sp = A.space(train, power, aggregate, k)
-    return A.fit(train, [f"t{k % 6}" for k in range(60)], [f"bg{k}" for k in range(60)],
-                 spaces={kind: sp for kind in A.KINDS}), rng
+    return A.scoring_model(train, [f"t{k % 6}" for k in range(60)], [f"bg{k}" for k in range(60)],
+                           spaces={kind: sp for kind in A.KINDS}), rng
 
 
 @pytest.mark.parametrize("power,aggregate,k", [(0.25, "prototype", A.BACKGROUND_K), (0.0, "nearest", 0),
@@ -91,7 +92,7 @@ def test_hand_scores_equal_a_naive_loop(power, aggregate, k):
     ids = np.array([f"g{k}" for k in range(12)])
     queries = rng.normal(size=(4, 6)).astype(np.float32)
     q_ids = ["q0", "q1", "q2", "g3"]  # the last query is gallery painting g3
-    s = A.scores(att, A.known(att, gallery, artists, ids), queries, q_ids)
+    s = A.scores(att, A.KnownHands.from_gallery(att, gallery, artists, ids), queries, q_ids)
     sp = att.spaces["new"]
     zg, zq, zb = sp.whiten(gallery), sp.whiten(queries), sp.whiten(att.background)
     for qi in range(4):
@@ -109,7 +110,7 @@ def test_hand_scores_equal_a_naive_loop(power, aggregate, k):
 
 def _gaussian(rng, centres, per, prefix, spread):
     emb = np.repeat(centres, per, 0) + spread * rng.normal(size=(len(centres) * per, centres.shape[1]))
-    return A.Split(emb, np.repeat([f"{prefix}{i}" for i in range(len(centres))], per),
+    return A.Paintings(emb, np.repeat([f"{prefix}{i}" for i in range(len(centres))], per),
                    [f"{prefix}-{i}-{rng.integers(1 << 30)}" for i in range(len(emb))])
 
 
@@ -120,17 +121,17 @@ def test_probabilities_fitted_with_5_known_hands_stay_calibrated_with_50():
     dim, spread = 64, 2.0
     train = _gaussian(rng, rng.normal(size=(30, dim)), 10, "t", spread)
     calib = _gaussian(rng, rng.normal(size=(10, dim)), 10, "c", spread)
-    att = A.fit_attributor(train, train.take(np.zeros(len(train.ids), bool)), calib, 0)
+    att = F.fit_attribution(train, train.take(np.zeros(len(train.ids), bool)), calib, 0)
     centres = rng.normal(size=(50, dim))
     gallery, queries = _gaussian(rng, centres, 5, "n", spread), _gaussian(rng, centres, 2, "n", spread)
     strangers = _gaussian(rng, rng.normal(size=(50, dim)), 2, "u", spread)
-    hands = A.known(att, gallery.emb, gallery.artists, gallery.ids)
+    known = A.KnownHands.from_gallery(att, gallery.emb, gallery.artists, gallery.ids)
     asked = np.r_[queries.emb, strangers.emb]
-    p, p_unknown = A.probabilities(att, hands, A.scores(att, hands, asked, [""] * len(asked)))
-    known = np.r_[np.ones(100, bool), np.zeros(100, bool)]
-    right = known & (hands.names[p.argmax(1)] == np.r_[queries.artists, strangers.artists])
-    assert 0.5 < right[known].mean() < 0.95  # neither hopeless nor trivial
-    assert calibration.expected_calibration_error(p_unknown, ~known) < 0.1
+    p, p_unknown = A.probabilities(att, known, A.scores(att, known, asked, [""] * len(asked)))
+    is_known = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    right = is_known & (known.names[p.argmax(1)] == np.r_[queries.artists, strangers.artists])
+    assert 0.5 < right[is_known].mean() < 0.95  # neither hopeless nor trivial
+    assert calibration.expected_calibration_error(p_unknown, ~is_known) < 0.1
     assert calibration.expected_calibration_error(p.max(1), right) < 0.1
     assert abs(p.max(1).mean() - right.mean()) < 0.05
 
@@ -144,7 +145,7 @@ def test_where_whitening_hurts_the_collection_keeps_the_raw_score():
     hands = centre(12)
     train, val = _gaussian(rng, hands, 8, "t", 0.5), _gaussian(rng, hands, 2, "t", 0.5)
     calib = _gaussian(rng, centre(8), 6, "c", 0.5)
-    att = A.fit_attributor(train, val, calib, 0)
+    att = F.fit_attribution(train, val, calib, 0)
     assert att.spaces["new"].power == 0 and att.spaces["trained"].power == 0
     tried = att.fitted_on["tried"]["new"]
     assert max(tried.values()) == max(v for name, v in tried.items() if name.startswith("raw"))
@@ -158,18 +159,18 @@ def test_the_three_answers_are_each_reached():
     att, _ = _att()
     att.open_set = A.OpenSet(np.r_[20.0, 20.0, 0, 0, 4.0, 0, 0, 0, -2.0])
     att.open_set.null = np.r_[0.0, 0.3, 0.0, 0.3]
-    hands = A.known(att, gallery, np.repeat(["a", "b", "c"], 4), [f"g{k}" for k in range(12)])
-    near = A.rank(att, hands, gallery[0] + 0.01)
-    far = A.rank(att, hands, -centres.sum(0) * 5)
+    known = A.KnownHands.from_gallery(att, gallery, np.repeat(["a", "b", "c"], 4), [f"g{k}" for k in range(12)])
+    near = A.rank(att, known, gallery[0] + 0.01)
+    far = A.rank(att, known, -centres.sum(0) * 5)
     assert near.artists[0] == "a" and near.answer == A.NAMED and near.probabilities[0] >= near.name_at
     assert far.answer == A.UNKNOWN and far.unknown and far.unknown_probability >= far.probabilities[0]
     att.open_set.name_at = np.r_[1.01, 1.01]  # no probability reaches it: the top hand is only "probably"
-    assert A.rank(att, hands, gallery[0] + 0.01).answer == A.PROBABLY
+    assert A.rank(att, known, gallery[0] + 0.01).answer == A.PROBABLY
     assert [A.answer(0.9, 0.05, 0.8), A.answer(0.6, 0.3, 0.8), A.answer(0.3, 0.3, 0.8)] == [A.NAMED, A.PROBABLY,
                                                                                             A.UNKNOWN]
-    from pbn_cli.inference.attribute import Attribution, Hand
+    from pbn_cli.inference.attribute import Attribution, Candidate
 
-    hand = Hand("a", 1.0, 0.6, pd.DataFrame(columns=["image_id", "split", "cache_row"]))
+    hand = Candidate("a", 1.0, 0.6, pd.DataFrame(columns=["image_id", "split", "cache_row"]))
     words = {v: Attribution("q.jpg", [hand], v, 0.2, 0.8).to_dict() for v in (A.NAMED, A.PROBABLY, A.UNKNOWN)}
     assert [w["answer"] for w in words.values()] == ["a", "probably a, uncertain", "unknown hand"]
     assert [(w["named"], w["unknown_hand"], w["verdict"]) for w in words.values()] == [
@@ -180,11 +181,11 @@ def test_the_three_answers_are_each_reached():
 def test_a_hand_with_one_painting_is_scored_and_never_from_nothing():
     att, rng = _att()
     gallery = rng.normal(size=(5, 6)).astype(np.float32)
-    hands = A.known(att, gallery, ["a", "a", "a", "a", "solo"], [f"g{k}" for k in range(5)])
-    s = A.scores(att, hands, gallery, [f"g{k}" for k in range(5)])
+    known = A.KnownHands.from_gallery(att, gallery, ["a", "a", "a", "a", "solo"], [f"g{k}" for k in range(5)])
+    s = A.scores(att, known, gallery, [f"g{k}" for k in range(5)])
     assert np.isfinite(s[:4]).all()  # a's paintings, each left out of a: a has three others
     assert np.isinf(s[4, 1]) and np.isfinite(s[4, 0])  # solo's own painting leaves solo with nothing
-    assert list(A.rank(att, hands, gallery[4], "g4").artists) == ["a"]
+    assert list(A.rank(att, known, gallery[4], "g4").artists) == ["a"]
 
 
 def test_ece_of_the_top_hand_equals_a_naive_loop_and_is_bootstrapped_over_artists():
@@ -226,11 +227,11 @@ def test_workspace_protocol_counts_known_and_unknown_queries_and_never_asks_a_ga
     assert figures["workspace_known_queries"] == 20 and figures["workspace_unknown_queries"] == 16 + 15
     assert figures["workspace_top1"] > 0.5 and 0.5 < figures["workspace_auroc"] <= 1
     # a val painting that is also a training painting is left out of its own hand, never found as itself
-    twin = A.Split(np.r_[train.emb[:1]], train.artists[:1], train.ids[:1])
-    att = A.fit_attributor(train, val, calib, 0)
-    hands = A.known(att, train.emb, train.artists, train.ids)
-    s_itself = A.scores(att, hands, twin.emb, twin.ids)
-    s_other = A.scores(att, hands, twin.emb, ["another id"])
+    twin = train.take(slice(0, 1))
+    att = F.fit_attribution(train, val, calib, 0)
+    known = A.KnownHands.from_gallery(att, train.emb, train.artists, train.ids)
+    s_itself = A.scores(att, known, twin.emb, twin.ids)
+    s_other = A.scores(att, known, twin.emb, ["another id"])
     assert s_itself[0, 0] < s_other[0, 0]
 
 
@@ -238,18 +239,18 @@ def test_unseen_protocol_figures_equal_a_naive_count():
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(8, 6)) * 1.5
     split = _gaussian(rng, centres, 6, "h", 0.5)
-    att = A.fit_attributor(_gaussian(rng, rng.normal(size=(6, 6)), 8, "t", 0.5), split.take(np.zeros(48, bool)),
-                           _gaussian(rng, rng.normal(size=(6, 6)) * 1.5, 6, "c", 0.5), 0)
+    att = F.fit_attribution(_gaussian(rng, rng.normal(size=(6, 6)), 8, "t", 0.5), split.take(np.zeros(48, bool)),
+                            _gaussian(rng, rng.normal(size=(6, 6)) * 1.5, 6, "c", 0.5), 0)
     figures, _ = E.unseen_figures(split, att, seed=0, n=4, replicates=20)
     right = weight = 0.0
-    for names, g, q, u in A.divisions(split.artists, 0, 4):
-        hands = A.known(att, split.emb[g], split.artists[g], split.ids[g])
+    for names, g, q, u in F.divisions(split.artists, 0, 4):
+        known = A.KnownHands.from_gallery(att, split.emb[g], split.artists[g], split.ids[g])
         for qi in q:
-            row, _ = A.probabilities(att, hands, A.scores(att, hands, split.emb[[qi]], [split.ids[qi]]))
-            right += (hands.names[int(np.argmax(row[0]))] == split.artists[qi]) / len(q)
+            row, _ = A.probabilities(att, known, A.scores(att, known, split.emb[[qi]], [split.ids[qi]]))
+            right += (known.names[int(np.argmax(row[0]))] == split.artists[qi]) / len(q)
             weight += 1 / len(q)
     assert figures["attribution_top1"] == pytest.approx(right / weight)
-    assert figures["attribution_known_queries"] == sum(len(q) for _, _, q, _ in A.divisions(split.artists, 0, 4))
+    assert figures["attribution_known_queries"] == sum(len(q) for _, _, q, _ in F.divisions(split.artists, 0, 4))
     assert 0.5 <= figures["open_set_auroc"] <= 1 and figures["attribution_divisions"] == 4
 
 def test_a_region_copied_from_the_other_painting_is_the_strongest_match(tmp_path, evaluated_run):

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from pbn_cli.cli import app
 from pbn_cli.core.errors import InputError
-from pbn_cli.model import backbones, recipe
-from pbn_cli.model.embedder import Embedder, ModelConfig
+from pbn_cli.networks import backbones, recipe
+from pbn_cli.networks.embedder import Embedder, ModelConfig
 from pbn_cli.training.presets import resolve
 
 timm = pytest.importorskip("timm")  # the test extra installs it; a user without it gets the error tested below
@@ -28,7 +28,7 @@ def test_timm_backbone_loads_a_weights_file(tmp_path, suffix):
     path = tmp_path / f"w{suffix}"
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
-    model = Embedder(ModelConfig("timm:test_efficientnet", 64, 8, weights=str(path)))
+    model = Embedder(ModelConfig("timm:test_efficientnet", 64, 8, weights=str(path), keep_pretrained=0.0))
     assert _tensors_equal(model.backbone.state_dict(), {k: v for k, v in state.items() if not k.startswith("classifier")})
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 8)
 
@@ -39,7 +39,7 @@ def test_torchvision_classifier_by_name_with_its_classifier_removed(tmp_path):
     source = torchvision.models.get_model("mobilenet_v3_small", weights=None)
     path = tmp_path / "mnv3.pth"
     torch.save(source.state_dict(), path)
-    model = Embedder(ModelConfig("mobilenet_v3_small", 64, None, weights=str(path)))
+    model = Embedder(ModelConfig("mobilenet_v3_small", 64, None, weights=str(path), keep_pretrained=0.0))
     assert torch.equal(model.backbone.features[0][0].weight, source.features[0][0].weight)
     assert isinstance(model.backbone.classifier[-1], torch.nn.Identity)
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, model.dim)
@@ -123,8 +123,9 @@ def test_normalisation_and_size_follow_the_weights(tmp_path):
 
 
 def test_the_network_normalises_its_input_as_recorded():
-    a = Embedder(ModelConfig("compact", 32, 8, normalize=False))
-    b = Embedder(ModelConfig("compact", 32, 8, normalize=False, mean=[0.5] * 3, std=[0.5] * 3))
+    a = Embedder(ModelConfig("compact", 32, 8, normalize=False, pretrained=False, keep_pretrained=0.0))
+    b = Embedder(ModelConfig("compact", 32, 8, normalize=False, pretrained=False, keep_pretrained=0.0, mean=[0.5] * 3,
+                             std=[0.5] * 3))
     b.load_state_dict(a.state_dict())
     x = torch.rand(2, 3, 32, 32)
     a.eval(), b.eval()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pbn_cli.model import calibration
+from pbn_cli.answers import calibration
 
 
 def test_platt_recovers_a_known_logistic_and_is_monotone():

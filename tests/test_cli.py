@@ -46,7 +46,7 @@ def test_python_dash_m_runs_the_cli():
 def test_every_train_flag_reaches_the_recipe(tmp_path):
     """Each declared option given on the command line changes the recipe stored in the run's config."""
     from pbn_cli.core.options import declared
-    from pbn_cli.model.recipe import TrainConfig
+    from pbn_cli.networks.recipe import TrainConfig
     from pbn_cli.training.presets import resolve
 
     given = {"backbone": "resnet18", "input_size": 48, "embedding_dim": 7, "normalize": False, "pretrained": False,
@@ -62,6 +62,27 @@ def test_every_train_flag_reaches_the_recipe(tmp_path):
     # the copy cannot go with a frozen backbone: given alone, it reaches the recipe too
     kept = {**given, "freeze_backbone": False, "keep_pretrained": 0.5}
     assert {name: resolve("quick", "triplet", kept).get(name) for name in flags} == kept
+
+
+def test_train_takes_every_declared_option_once_by_name_with_its_fields_type():
+    """cli/train.py writes each recipe option as a parameter; flag and help come from the field's declaration."""
+    import inspect
+    import typing
+
+    import typer.main
+
+    from pbn_cli.cli.train import train
+    from pbn_cli.networks.recipe import OPTIONS
+
+    fn = inspect.unwrap(train)
+    hints = typing.get_type_hints(fn)
+    recipe = [name for name in inspect.signature(fn).parameters if name not in ("run", "resume", "gpu", "workspace")]
+    assert recipe == list(OPTIONS)  # each declared option exactly once, in the recipe's order, and nothing else
+    for name in recipe:
+        assert typing.get_args(hints[name]) == (OPTIONS[name].type, type(None)), name
+    options = {p.name: p for p in typer.main.get_command(app).commands["train"].params}
+    for name, d in OPTIONS.items():
+        assert (options[name].help, options[name].opts[0], options[name].default) == (d.option.help, d.flag, None)
 
 
 def test_gpu_is_one_shared_option():

@@ -38,7 +38,7 @@ def test_compare_matches_the_workspace_embeddings(evaluated_run):
     result = runner.invoke(app, ["compare", a, b, "--json", "--device", "cpu", "-w", str(evaluated_run)])
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.stdout)
-    assert set(verdict) == {"distance", "threshold", "same_artist_probability", "same_artist", "run"}
+    assert set(verdict) == {"distance", "threshold", "same_artist_probability", "same_artist", "run", "words"}
     assert verdict["distance"] == pytest.approx(expected, abs=1e-3)
     assert 0 <= verdict["same_artist_probability"] <= 1 and verdict["run"] == "r"
     assert verdict["same_artist"] == (verdict["distance"] <= verdict["threshold"])

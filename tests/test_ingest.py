@@ -1,11 +1,17 @@
 """ingest: CSV parsing, header reads, rejections with reasons, bad input."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
-from conftest import pipeline
+from conftest import Pbn, pipeline
 from PIL import Image
+
+from pbn_cli.core.manifest import Record
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root, painting_files
+from pbn_cli.data.synth import synth
 
 
 def _rejected(ws: Path, stage: str) -> pd.DataFrame:
@@ -132,3 +138,31 @@ def test_bad_inputs_are_one_line_errors(pbn, tmp_path):
     (tmp_path / "ok.csv").write_text("filename,artist\na.jpg,X\n")
     no_folder = pbn("ingest", tmp_path / "ok.csv", "--images", tmp_path / "gone", expect=2)
     assert "image folder" in no_folder.output and "does not exist" in no_folder.output
+
+
+def test_a_workspace_moved_with_its_images_finds_them(tmp_path):
+    project = tmp_path / "project"
+    synth(project / "data", artists=10, paintings=4, seed=5, min_size=40, max_size=60)
+    Pbn(project / "ws")("ingest", project / "data/train_info.csv")
+    Pbn(project / "ws")("clean")
+    assert Workspace(project / "ws").record("clean").extra["image_root"] == os.path.join("..", "data", "train")
+    alone = tmp_path / "copy/ws"  # the workspace copied without its images still finds them where they are
+    shutil.copytree(project / "ws", alone)
+    assert image_root(Workspace(alone)) == os.path.realpath(project / "data/train")
+
+    moved = tmp_path / "elsewhere/project"
+    moved.parent.mkdir()
+    os.rename(project, moved)  # the workspace and its images together, under a new parent
+    ws = Workspace(moved / "ws")
+    assert image_root(ws) == os.path.realpath(moved / "data/train")
+    Pbn(ws.root)("split")
+    Pbn(ws.root)("resize", "--size", "32")
+    assert len(pd.read_parquet(ws.manifest("resize"))) == 40 and pd.read_parquet(ws.rejected("resize")).empty
+    files = painting_files(ws)
+    assert len(files) == 40 and all(f.startswith(str(moved)) and os.path.isfile(f) for f in files.values())
+
+    lost = Pbn(alone)("resize", "--size", "32", expect=2)  # the copy's images moved away: one line, and --images
+    assert lost.output.count("\n") == 1 and "the workspace may have moved: point to it with --images" in lost.output
+    Pbn(alone)("resize", "--size", "32", "--images", moved / "data/train")
+    old = Record("ingest", extra={"image_root": str(moved / "data/train")})  # as older workspaces recorded it
+    assert image_root(Workspace(tmp_path / "anywhere"), old) == os.path.realpath(moved / "data/train")

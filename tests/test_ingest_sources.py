@@ -100,7 +100,7 @@ def test_folder_of_artists_rows_rejections_and_later_stages(pbn, tmp_path):
         "stray.png": "not in an artist folder: expected FOLDER/<artist>/<painting>",
     }
     record = Workspace(pbn.workspace).record("ingest")
-    assert record.extra["image_root"] == str(root.resolve())
+    assert record.extra["image_root"] == os.path.relpath(root.resolve(), pbn.workspace.resolve())
 
     assert "up to date, nothing to do" in pbn("ingest", root).output
     _write(root / "Renoir/deeper/w.png", _picture(12))
@@ -176,7 +176,7 @@ def test_datasets_table_with_class_labels_damaged_image_duplicates_and_later_sta
         on_disk = images / row["path"]
         assert on_disk.read_bytes() == data and on_disk.stem == hashlib.sha256(data).hexdigest()
         assert on_disk.suffix == {"JPEG": ".jpg", "PNG": ".png"}[row["format"]] and row["bytes"] == len(data)
-    assert Workspace(pbn.workspace).record("ingest").extra["image_root"] == str(images.resolve())
+    assert Workspace(pbn.workspace).record("ingest").extra["image_root"] == "images"  # inside the workspace
 
     stamps = {p: p.stat().st_mtime_ns for p in files}
     assert "up to date, nothing to do" in pbn("ingest", table).output
@@ -303,3 +303,26 @@ def test_a_table_with_paths_ingests_the_same_paintings_as_one_with_bytes(pbn, tm
     with_paths.rename(moved)
     elsewhere("ingest", moved, "--images", tmp_path / "paths")
     assert _manifest(elsewhere)[["path", "artist"]].equals(ours[["path", "artist"]])
+
+
+def test_a_table_is_known_by_its_bytes_not_its_modification_time(pbn, tmp_path):
+    table = tmp_path / "t.parquet"
+
+    def write(artists: list[str]) -> None:
+        pq.write_table(pa.table({"artist": artists, "image": [_picture(k) for k in range(4)]}), table,
+                       compression="none")
+
+    write(["Monet", "Monet", "Degas", "Degas"])
+    pbn("ingest", table)
+    pbn("clean")
+    ws = Workspace(pbn.workspace)
+    first, st = ws.record("ingest").fingerprint, table.stat()
+    later = st.st_mtime_ns + 10**10
+    os.utime(table, ns=(st.st_atime_ns, later))  # touched, its bytes unchanged
+    assert "up to date, nothing to do" in pbn("ingest", table).output
+    assert ws.record("ingest").fingerprint == first and not ws.is_stale("clean")
+    write(["Manet", "Manet", "Degas", "Degas"])  # new bytes of the same size under the same modification time
+    os.utime(table, ns=(st.st_atime_ns, later))
+    assert table.stat().st_size == st.st_size
+    assert "ingest: kept 4 rows" in pbn("ingest", table).output
+    assert sorted(_manifest(pbn)["artist"]) == ["Degas", "Degas", "Manet", "Manet"] and ws.is_stale("clean")

@@ -14,7 +14,7 @@ from pbn_cli.core.options import declared, flag_of
 from pbn_cli.core.runs import Run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.model import checkpoint
-from pbn_cli.model.recipe import TrainConfig, resumed
+from pbn_cli.networks.recipe import TrainConfig, resumed
 from pbn_cli.training.loop import end_epoch, save, setup, train_one_epoch, validate
 from pbn_cli.training.presets import resolve
 from pbn_cli.training.schedule import Planner, Schedule
@@ -107,7 +107,7 @@ def test_validate_on_the_stored_copy_equals_embedding_it_again(workspace_copy, t
     assert len(stores) == 1 and stores[0].startswith("copy-")
     from_store = validate(state)
     state.val_copy = None  # as if the copy's features were computed now
-    from pbn_cli.model.embed import embed_images
+    from pbn_cli.networks.embed import embed_images
 
     state.val_copy = embed_images(state.network, lambda i: state.data.gather(state.val_rows.rows[i]),
                                   len(state.val_rows), state.device, what=state.network.kept_means)
@@ -158,4 +158,4 @@ def test_images_per_step_counts_every_branch():
     assert resolve("quick", "triplet", {"sampler": "random", "batch_size": 8}).images_per_step == 24
     assert resolve("quick", "pair", {"sampler": "random", "batch_size": 8}).images_per_step == 16
     assert resolve("quick", "triplet", {"batch_size": 8}).images_per_step == 8
-    assert np.isclose(TrainConfig().images_per_step, 64)
+    assert np.isclose(TrainConfig().images_per_step, 128)  # the default preset's P x K batch

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from pbn_cli.model.losses import ContrastiveLoss, TripletLoss
-from pbn_cli.model.mining import (
+from pbn_cli.networks.losses import ContrastiveLoss, TripletLoss
+from pbn_cli.networks.mining import (
     distance_matrix,
     mined_pair_loss,
     mined_triplet_loss,
@@ -179,7 +179,7 @@ def test_mining_uses_the_loss_classes_formula_and_distance():
 
 
 def test_artist_loss_hand_computed():
-    from pbn_cli.model.losses import ArtistLoss
+    from pbn_cli.networks.losses import ArtistLoss
 
     loss = ArtistLoss(dim=2, n_artists=2, scale=4.0, margin=0.5)
     # cosines given directly: the formula is -log softmax(s(cos_y - m), s cos_other)
@@ -199,7 +199,7 @@ def test_artist_loss_hand_computed():
 
 
 def test_artist_loss_gradient_moves_a_painting_towards_its_artist():
-    from pbn_cli.model.losses import ArtistLoss
+    from pbn_cli.networks.losses import ArtistLoss
 
     torch.manual_seed(0)
     loss = ArtistLoss(dim=8, n_artists=3)

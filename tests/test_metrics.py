@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pbn_cli.model import metrics
+from pbn_cli.answers import metrics
 
 
 def _random(n=120, artists=12, dim=8, seed=0):

@@ -67,7 +67,7 @@ def exported(request, tmp_path_factory):
 def test_graph_views_are_grid_views():
     """The antialiased shrink as two matrix products gives the views ``grid_views`` gives; crops are the same slices."""
     from pbn_cli.model.onnx_model import graph_views, shrink_matrix
-    from pbn_cli.model.views import grid_views
+    from pbn_cli.networks.views import grid_views
 
     torch.manual_seed(1)
     for side, size, view in [(64, 32, "mixed"), (64, 24, "resize"), (100, 32, "mixed"), (256, 224, "mixed"),
@@ -84,7 +84,7 @@ def test_onnxruntime_embeds_as_pytorch_does(exported):
     from pbn_cli.data.cache import CacheData
     from pbn_cli.core.workspace import Workspace
     from pbn_cli.model import trained
-    from pbn_cli.model.embed import embed_images
+    from pbn_cli.networks.embed import embed_images
 
     ws, run, path = exported
     cpu = torch.device("cpu")

@@ -6,14 +6,15 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
 from pbn_cli.core.errors import InputError
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root
 from pbn_cli.inference.pairs import pair_distances, read_pairs
-from pbn_cli.model.calibration import probability
+from pbn_cli.answers.calibration import probability
 
 runner = CliRunner()
 
@@ -82,7 +83,7 @@ def test_bad_pairs_csv_is_one_clean_error(tmp_path, content, message):
 def _test_split(ws):
     emb = pd.read_parquet(ws / "runs/r/eval/test/embeddings.parquet")
     split = pd.read_parquet(ws / "manifests/split.parquet").set_index("image_id")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    root = image_root(Workspace(ws))
     emb["path"] = [split.loc[i, "path"] for i in emb["image_id"]]
     return emb, root
 

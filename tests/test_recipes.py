@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
-from pbn_cli.model.views import grid_views, random_views, views_per_painting
+from pbn_cli.networks.views import grid_views, random_views, views_per_painting
 
 timm = pytest.importorskip("timm")
 
@@ -164,7 +164,7 @@ def test_export_of_an_ecosystem_backbone_compares_alike_without_the_workspace(wo
 def test_levels_add_each_stages_pooled_features_normalised_alike(weights):
     """--levels 3: the head's pooled features and the last two stages' averages, each of unit length, side by side."""
     from pbn_cli.core.errors import InputError
-    from pbn_cli.model.embedder import Embedder
+    from pbn_cli.networks.embedder import Embedder
     from pbn_cli.training.presets import resolve
 
     config = resolve("cpu", "triplet", {"backbone": "timm:test_efficientnet", "weights": str(weights), "input_size": 32,
@@ -197,8 +197,8 @@ def test_keep_pretrained_adds_an_untouched_copys_centred_features_to_the_embeddi
 
     from pbn_cli.data.cache import CacheData
     from pbn_cli.core.workspace import Workspace
-    from pbn_cli.model.embedder import Embedder
-    from pbn_cli.model.recipe import TrainConfig
+    from pbn_cli.networks.embedder import Embedder
+    from pbn_cli.networks.recipe import TrainConfig
 
     _train(workspace_copy, weights, "--run", "kp", "--epochs", "1", "--bn-train", "--keep-pretrained", "0.5")
     start, last = _state(workspace_copy, "kp", "start"), _state(workspace_copy, "kp", "last")
@@ -243,3 +243,34 @@ def test_keep_pretrained_needs_weights_and_a_backbone_that_trains(workspace_copy
         assert message in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["train", "--preset", "quick", "--keep-pretrained", "1", "-w", str(workspace_copy)])
     assert result.exit_code == 2 and "--pretrained or --weights" in result.output
+
+
+def test_the_default_preset_is_the_recipes_defaults_and_the_others_change_them():
+    """One source per value: a preset names only what it changes from the dataclass defaults."""
+    from dataclasses import asdict
+
+    from pbn_cli.networks.recipe import TrainConfig
+    from pbn_cli.training.presets import PRESETS, resolve
+
+    assert PRESETS["default"] == {} and asdict(resolve("default", "triplet", {})) == asdict(TrainConfig())
+    assert resolve(None, None, {}) == TrainConfig()
+    for name, changes in PRESETS.items():
+        assert all(TrainConfig().get(field) != value for field, value in changes.items()), name
+        assert resolve(name, "pair", {"epochs": 3}).epochs == 3
+    assert resolve("quick", "triplet", {}).model.keep_pretrained == 0  # a copy needs pretrained weights
+    assert PRESETS["reference"]["milestones"] is not resolve("reference", "pair", {}).milestones
+
+
+def test_a_stored_recipe_reads_a_field_it_predates_as_off():
+    """Checkpoints written before a field existed keep their meaning, though the defaults are the default preset's."""
+    from pbn_cli.core.errors import InputError
+    from pbn_cli.networks.recipe import ABSENT, TrainConfig
+
+    stored = TrainConfig().to_dict()
+    old = {k: v for k, v in stored.items() if k not in ABSENT}
+    old["model"] = {k: v for k, v in stored["model"].items() if k not in ABSENT}
+    config = TrainConfig.from_dict(old)
+    assert {name: config.get(name) for name in ABSENT} == ABSENT
+    assert TrainConfig.from_dict(stored) == TrainConfig()
+    with pytest.raises(InputError, match="unknown recipe field 'nope'"):
+        config.set("nope", 1)

@@ -4,12 +4,12 @@ import math
 
 import pytest
 
-from pbn_cli.model.recipe import TrainConfig
+from pbn_cli.networks.recipe import TrainConfig
 from pbn_cli.training.schedule import Schedule, plan_epochs
 
 
 def test_warmup_then_cosine_over_the_planned_epochs():
-    s = Schedule(TrainConfig(epochs=4, warmup=0.25), steps_per_epoch=10)  # 40 steps, 10 of warm-up
+    s = Schedule(TrainConfig(epochs=4, warmup=0.25, schedule="cosine"), steps_per_epoch=10)  # 40 steps, 10 of warm-up
     assert s.factor(0) == pytest.approx(0.1)
     assert s.factor(4) == pytest.approx(0.5)  # warming up, epoch 0 of the cosine
     assert s.factor(20) == pytest.approx(0.5)  # epoch 2 of 4: half-way down the cosine

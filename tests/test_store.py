@@ -14,11 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from pbn_cli.cli import app
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root
 from pbn_cli.data.synth import synth
 from pbn_cli.inference import filters, index
 from pbn_cli.inference.search import Gallery, exact_nearest
 from pbn_cli.data.cache import SplitRows
-from pbn_cli.model.store import Store, read_chunk
+from pbn_cli.model.store import Store, StoreFollower, all_stores, model_store, open_store, read_chunk
 
 runner = CliRunner()
 
@@ -30,8 +32,8 @@ def pbn(*args, expect=0):
 
 
 def _store_rows(ws: Path) -> pd.DataFrame:
-    (folder,) = [p for p in (ws / "embeddings").iterdir() if p.is_dir()]
-    parts = [read_chunk(p) for p in sorted(folder.glob("part-*.parquet"))]
+    (store,) = all_stores(Workspace(ws))
+    parts = [read_chunk(p) for p in store.chunks()]
     return pd.DataFrame({"image_id": sum((p[0] for p in parts), []), "digest": sum((p[1] for p in parts), []),
                          "embedding": [e for p in parts for e in p[2]]})
 
@@ -83,7 +85,7 @@ def test_paintings_added_are_the_only_ones_embedded_and_removed_ones_leave_the_r
     assert f"embedding {added} of {n_before + added}" in more.output  # the progress line says how many
     rows = _store_rows(ws)
     assert rows["image_id"].is_unique and len(rows) == n_before + added
-    # remove an artist (a new CSV without it): it is gone from every answer, and the store drops it once most is dead
+    # remove an artist (a new CSV without it): it is gone from every answer (`pbn embed` drops it once most is dead)
     full = pd.read_csv(data / "train_info.csv", dtype=str)
     gone = sorted(full["artist"].unique())[0]
     full[full["artist"] != gone].to_csv(data / "fewer.csv", index=False)
@@ -183,11 +185,8 @@ def test_search_through_the_index_answers_as_exact_search(tmp_path, evaluated_ru
 
 
 def _a_painting(ws: Path) -> str:
-    import pyarrow.parquet as pq
-
     split = pd.read_parquet(ws / "manifests/split.parquet")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
-    return os.path.join(root, split["path"].iloc[0])
+    return os.path.join(image_root(Workspace(ws)), split["path"].iloc[0])
 
 
 def test_without_the_faiss_extra_index_faiss_is_one_line(evaluated_run, monkeypatch):
@@ -240,4 +239,56 @@ def test_half_store_keeps_embeddings_to_float16_precision(tmp_path, evaluated_ru
     shutil.copytree(evaluated_run, ws)
     pbn("eval", "--half", "--device", "cpu", "-w", ws)
     assert json.loads((ws / "runs/r/eval/test/metrics.json").read_text())["half"]
-    assert any(p.name.endswith("-f16") for p in (ws / "embeddings").iterdir())
+    assert any(store.half for store in all_stores(Workspace(ws)))
+
+
+def _listing(folder: Path) -> dict:
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir()}
+
+
+def test_a_search_leaves_the_store_as_it_is_and_never_answers_with_a_stale_row(tmp_path, evaluated_run):
+    ws = tmp_path / "ws"
+    shutil.copytree(evaluated_run, ws)
+    pbn("embed", "--device", "cpu", "-w", ws)
+    store = model_store(Workspace(ws), json.loads((ws / "runs/r/calibration.json").read_text())["best"]["weights"])
+    ids, digests, emb = read_chunk(store.chunks()[0])
+    # rows of paintings gone from the workspace, twice as many as the live ones and as near to any query
+    for copy in range(2):
+        stale = np.array([f"gone-{copy}-{i}" for i in ids], object)
+        store.write(SplitRows(np.arange(len(ids)), np.zeros(len(ids), int), stale, stale, np.array(digests, object)), emb)
+    before = _listing(store.folder)
+    out = json.loads(pbn("search", _a_painting(ws), "-k", "500", "--json", "--index", "exact", "--device", "cpu",
+                         "-w", ws).stdout)
+    found = {n["image_id"] for n in out["neighbours"]}
+    assert found and not any(i.startswith("gone-") for i in found) and len(found) == len(ids) - 1  # the query left out
+    assert _listing(store.folder) == before  # not a chunk, not the lock: the store was only read
+    pbn("embed", "--device", "cpu", "-w", ws)  # the store's writer drops the stale rows
+    kept = open_store(store.folder).keys()
+    assert len(kept) == len(ids) and not kept["image_id"].str.startswith("gone-").any()
+
+
+def test_the_index_follows_the_store_when_it_is_pruned(tmp_path):
+    pytest.importorskip("faiss")
+    everything, rows = _clustered(1400, dim=16)
+    store = Store(tmp_path / "store")
+    assert isinstance(index.StoredIndex(store), StoreFollower)
+    index.StoredIndex(store).renumber(np.arange(3), np.arange(3))  # no index yet: nothing to follow
+    for start in range(600, 1400, 400):  # rows of an earlier cache: never in the gallery
+        store.write(rows[start : start + 400], everything.emb[start : start + 400])
+    for start in range(0, 600, 200):
+        store.write(rows[start : start + 200], everything.emb[start : start + 200])
+    built = index.load_or_build(_first(everything, 600), store)
+    stamp = (store.folder / "index.faiss").stat().st_mtime_ns
+    alive = rows[:550]  # and 50 of the indexed paintings are gone too
+    before = store.ids(alive.image_ids, alive.digests)
+    assert store.prune(alive, followers=[index.StoredIndex(store)]) == 850
+    after = store.ids(alive.image_ids, alive.digests)
+    assert (after >= 0).all() and not np.isin(after, before).any()  # every kept row has a new id
+    g = _first(everything, 550)
+    again = index.load_or_build(g, store)  # renumbered, not built again
+    assert again.about["built"] == built.about["built"] and (store.folder / "index.faiss").stat().st_mtime_ns == stamp
+    assert again.about["paintings"] == 550 and (again.held[:550] == after).all() and (again.held[550:] == -1).all()
+    again.nprobe = again.index.nlist
+    queries = everything.emb[540:600] + 0.01  # some of them beside the paintings that are gone
+    found, _ = again(g, queries, 10)
+    assert (found == exact_nearest(g, queries, 10)[0]).all() and found.max() < 550

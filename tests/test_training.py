@@ -20,7 +20,7 @@ from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.model import checkpoint
-from pbn_cli.model.embedder import Embedder, ModelConfig
+from pbn_cli.networks.embedder import Embedder, ModelConfig
 from pbn_cli.training.batches import PKSampler, RandomSampler
 from pbn_cli.training.presets import resolve
 
@@ -39,7 +39,7 @@ def _history(ws, run):
 
 def test_one_network_shared_by_all_branches():
     torch.manual_seed(0)
-    model = Embedder(ModelConfig("reference", 64, 8)).eval()
+    model = Embedder(ModelConfig("reference", 64, 8, pretrained=False, keep_pretrained=0.0)).eval()
     a, p, n = torch.randn(3, 2, 3, 64, 64)
     together = model(torch.cat([a, p, n]))
     apart = torch.cat([model(a), model(p), model(n)])
@@ -50,7 +50,7 @@ def test_one_network_shared_by_all_branches():
 
 
 def test_reference_backbone_shape():
-    model = Embedder(ModelConfig("reference", 256, None, normalize=False))
+    model = Embedder(ModelConfig("reference", 256, None, normalize=False, pretrained=False, keep_pretrained=0.0))
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [16] * 2 + [32] * 3 + [64] * 3 + [128] * 3 + [256] * 3
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0]
@@ -136,6 +136,32 @@ def test_outputs_and_checkpoint_is_plain_data(workspace_copy):
     assert state["epoch"] == 1 and isinstance(state["config"], dict)
     hist = _history(workspace_copy, "r")
     assert {"epoch", "train_loss", "val_triplet_accuracy", "val_pair_auc", "lr", "images_per_s", "seconds"} <= set(hist.columns)
+
+
+def test_train_from_python_is_the_commands_training(workspace_copy):
+    """pbn_cli.api.training.train, which `pbn train` calls: the command's options by name, a plain-data summary."""
+    from pbn_cli.api.training import train
+
+    summary = train(workspace_copy, preset="quick", run="api", epochs=1, input_size=32, embedding_dim=16,
+                    batch_size=16, device="cpu", margin=0.3)
+    data = summary.to_dict()
+    assert (data["run"], data["epochs"], data["stopped"]) == ("api", 1, "finished")
+    assert json.loads(json.dumps(data)) == data and [row["epoch"] for row in data["history"]] == [1]
+    stored = json.loads((workspace_copy / "runs/api/config.json").read_text())
+    assert {k: v for k, v in stored.items() if k in data["config"]} == data["config"]
+    assert (data["config"]["triplet_margin"], data["config"]["model"]["backbone"]) == (0.3, "compact")
+    assert summary.folder == workspace_copy / "runs/api"
+
+
+def test_train_from_python_refuses_an_unknown_option_in_one_line_naming_the_options(workspace_copy):
+    from pbn_cli.api.training import KEYWORDS, train
+
+    with pytest.raises(InputError) as refused:
+        train(workspace_copy, preset="quick", epoch=1)
+    message = str(refused.value)
+    assert message.startswith("unknown train option 'epoch' (did you mean epochs?); the options are backbone, ")
+    assert "\n" not in message and all(name in message for name in KEYWORDS) and "margin" in KEYWORDS
+    assert not (workspace_copy / "runs").exists()
 
 
 def test_existing_run_needs_resume_and_resume_needs_checkpoint(workspace_copy):

@@ -22,7 +22,6 @@ from pbn_cli.cli.app import (
     WorkspaceOpt,
     command,
     device_name,
-    evidence_device,
     load_model,
 )
 from pbn_cli.cli.app import workspace as workspace_
@@ -60,22 +59,11 @@ def compare(
 
     Example: pbn compare a.jpg b.png --evidence evidence.png --details 4
     """
-    from pbn_cli.inference.compare import compare as run_compare
-    from pbn_cli.inference.compare import verdict_sheet
-
-    trained, dev = load_model(model, None if model else workspace_(workspace), run, checkpoint, engine, device)
-    verdict = run_compare(trained, a, b, device=dev)
-    if sheet:
-        verdict_sheet(trained, a, b, verdict, sheet)
+    answerer = load_model(model, None if model else workspace_(workspace), run, checkpoint, engine, device)
+    verdict = answerer.compare(a, b, sheet=sheet)
     if evidence:
-        from pbn_cli.inference.evidence import evidence as matched
-        from pbn_cli.inference.evidence import evidence_sheet, tiles
-
-        dev = evidence_device(trained, dev, device)
-        word = "same artist" if verdict.same_artist else "different artists"
-        found = evidence_sheet(matched(tiles(trained, a, dev), tiles(trained, b, dev), trained), evidence,
-                               f"{a.name} and {b.name}: {word}, p(same) = {verdict.same_artist_probability:.2f}",
-                               details)
+        found = answerer.evidence(a, b, path=evidence, details=details, title=f"{a.name} and {b.name}: {verdict.words}, "
+                                  f"p(same) = {verdict.same_artist_probability:.2f}")
     if as_json:
         print(json.dumps({**verdict.to_dict(), **({"evidence": found} if evidence else {})}))
         return
@@ -83,7 +71,7 @@ def compare(
 
     from pbn_cli.cli import console
 
-    word = "[green]same artist[/]" if verdict.same_artist else "[red]different artists[/]"
+    word = f"[green]{verdict.words}[/]" if verdict.same_artist else f"[red]{verdict.words}[/]"
     console.out.print(Panel(
         f"{word}\nprobability of the same artist: {verdict.same_artist_probability:.2f}\n"
         f"distance {verdict.distance:.3f} (threshold {verdict.threshold:.3f})\nrun {verdict.run}",
@@ -123,31 +111,18 @@ def search(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.inference import filters
-    from pbn_cli.inference.index import finder_for
-    from pbn_cli.inference.search import check_request, gallery, search_sheet
-    from pbn_cli.inference.search import search as run_search
-
-    check_request(k, split)
     ws = workspace_(workspace)
     with console.progress("search", unit="paintings") as bar:
-        trained, dev = load_model(model, ws, run, checkpoint, engine, device, bar)
-        trained.read(image)  # a query that is not an image stops here, before any embedding
-        g = gallery(ws, trained, dev, half=half, progress=bar)
-        finder = finder_for(index, g, trained.store(ws, half), progress=bar)
-    result = run_search(ws, trained, image=image, k=k, split=split, where=filters.mask(g.table, where), device=dev,
-                        finder=finder, g=g)
-    if sheet:
-        search_sheet(ws, trained, image, result, sheet)
-    near = result.neighbours.drop(columns=["cache_row"])
+        answerer = load_model(model, ws, run, checkpoint, engine, device, bar)
+        near = answerer.search(image, k, split=split, where=where, index=index, half=half, sheet=sheet, progress=bar)
     if as_json:
-        print(json.dumps({"run": trained.name, "neighbours": near.to_dict("records"), "vote": result.vote}))
+        print(json.dumps({"run": answerer.name, "neighbours": near.to_dict("records"), "vote": near.attrs["vote"]}))
         return
-    table = Table("image_id", "artist", "split", "distance", "p(same artist)", title=f"nearest to {image.name} (run {trained.name})")
+    table = Table("image_id", "artist", "split", "distance", "p(same artist)", title=f"nearest to {image.name} (run {answerer.name})")
     for r in near.itertuples():
         table.add_row(str(r.image_id), r.artist, r.split, f"{r.distance:.3f}", f"{r.same_artist_probability:.2f}")
     console.out.print(table)
-    console.out.print("vote: " + ", ".join(f"{artist} {n}" for artist, n in result.vote))
+    console.out.print("vote: " + ", ".join(f"{artist} {n}" for artist, n in near.attrs["vote"]))
 
 
 @command
@@ -186,50 +161,28 @@ def attribute(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.inference.attribute import attribute as run_attribute
-    from pbn_cli.inference.attribute import attribute_sheet
 
     ws = workspace_(workspace)
     with console.progress("attribute", unit="paintings") as bar:
-        trained, dev = load_model(model, ws, run, checkpoint, engine, device, bar)
-        results = run_attribute(ws, trained, images, among=among, k=k, device=dev, progress=bar)
-    if sheet:
-        attribute_sheet(ws, trained, images, results, sheet)
-    found = None
-    if evidence:
-        found = _attribution_evidence(ws, trained, images[0], results[0], evidence,
-                                      evidence_device(trained, dev, device), details)
+        answerer = load_model(model, ws, run, checkpoint, engine, device, bar)
+        results = answerer.attribute(images, among=among, k=k, sheet=sheet, progress=bar)
+    found = answerer.attribution_evidence(images[0], results[0], path=evidence, details=details) if evidence else None
     if as_json:
-        print(json.dumps({"run": trained.name, "among": among, "paintings": [r.to_dict() for r in results],
+        print(json.dumps({"run": answerer.name, "among": among, "paintings": [r.to_dict() for r in results],
                           **({"evidence": found} if found else {})}))
         return
     table = Table("painting", "answer", "p(unknown hand)", *[f"hand {n + 1}" for n in range(min(k, 3))],
-                  title=f"who painted it (run {trained.name}; known hands: {among})")
+                  title=f"who painted it (run {answerer.name}; known hands: {among})")
     colour = {"named": "green", "probably": "yellow", "unknown hand": "red"}
     for r in results:
         table.add_row(r.query, f"[{colour[r.verdict]}]{escape(r.answer)}[/]", f"{r.unknown_probability:.2f}",
                       *[f"{escape(h.artist)} ({h.probability:.2f})" for h in r.hands[:3]])
     console.out.print(table)
-    new, known = trained.attributor.open_set.name_at
+    new, known = answerer.name_at
     console.out.print(f"(p: probability that the painting is by that hand. A name from p ≥ {known:.2f} for a hand the "
                       f"network trained on, {new:.2f} for one it did not: there named answers were right 80% of the "
                       "time in eval's fitting; 'probably …, uncertain' below; 'unknown hand' when p(unknown hand) is "
                       "at least the top hand's)", highlight=False)
-
-
-def _attribution_evidence(ws, trained, image: Path, result, path: Path, device, details: int) -> dict:
-    """The evidence picture of the query against its top hand's closest painting, read from its original file; its
-    data."""
-    from pbn_cli.data.paths import painting_file
-    from pbn_cli.inference.evidence import evidence as matched
-    from pbn_cli.inference.evidence import evidence_sheet, tiles
-
-    hand = result.hands[0]
-    other = painting_file(ws, hand.closest["image_id"].iloc[0])
-    answer = "unknown hand (closest hand shown)" if result.unknown else f"{result.answer}, p = {hand.probability:.2f}"
-    return evidence_sheet(matched(tiles(trained, image, device), tiles(trained, other, device,
-                                                                     f"{hand.artist}: {other.name}"), trained),
-                          path, f"{image.name}: {answer}", details)
 
 
 @command
@@ -258,17 +211,14 @@ def predict(
     Example: pbn predict submission_info.csv --images kaggle/test -o submission.csv --gpu
     """
     from pbn_cli.cli import console
-    from pbn_cli.inference.predict import predict as run_predict
-    from pbn_cli.inference.predict import run_cache
 
     ws = None if model else workspace_(workspace)
     with console.progress("predict") as bar:
-        trained, dev = load_model(model, ws, run, checkpoint, engine, device_name(device, gpu), bar)
-        cache = None if model else run_cache(ws, trained)
-        result = run_predict(trained, pairs_csv, images, output, device=dev, missing=missing, cache=cache, workers=workers, progress=bar)
+        answerer = load_model(model, ws, run, checkpoint, engine, device_name(device, gpu), bar)
+        result = answerer.predict(pairs_csv, images, output, missing=missing, workers=workers, progress=bar)
     console.out.print(
         f"predict: {result.rows:,} pairs over {result.images:,} images ({result.computed:,} embedded now, "
-        f"{result.cached:,} from the cache) with run {trained.name}; wrote {result.output}"
+        f"{result.cached:,} from the cache) with run {answerer.name}; wrote {result.output}"
     )
     if result.filled_images:
         console.out.print(f"predict: {result.filled_images} images missing or unreadable; {result.filled_pairs:,} pairs set to 0.5")
@@ -297,15 +247,12 @@ def export(
     Example: pbn export triplet-compact-20261129-120000 painter.pt
     """
     from pbn_cli.cli import console
-    from pbn_cli.model import trained as models
 
-    trained = models.from_run(workspace_(workspace), run, checkpoint)
-    if Path(file).suffix.lower() != ".onnx":
-        models.export(trained, file)
-        console.out.print(f"export: run {trained.name} ({checkpoint}) written to {file}")
+    answerer = load_model(None, workspace_(workspace), run, checkpoint, "torch", "cpu")
+    done = answerer.export(file)
+    if done["onnx_opset"] is None:
+        console.out.print(f"export: run {answerer.name} ({checkpoint}) written to {file}")
         return
-    from pbn_cli.model.onnx_model import OPSET, export_onnx
-
-    diff = export_onnx(trained, file)
-    console.out.print(f"export: run {trained.name} ({checkpoint}) written to {file} as ONNX (opset {OPSET}); "
-                      f"onnxruntime's embeddings match PyTorch's within {diff:.1e}")
+    console.out.print(f"export: run {answerer.name} ({checkpoint}) written to {file} as ONNX (opset "
+                      f"{done['onnx_opset']}); onnxruntime's embeddings match PyTorch's within "
+                      f"{done['largest_difference']:.1e}")

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pbn_cli import __version__
+from pbn_cli.core.version import VERSION as __version__
 from pbn_cli.core.errors import PbnError
 
 app = typer.Typer(
@@ -115,34 +115,17 @@ def device_name(device: str, gpu: bool) -> str:
     return "cuda" if gpu else device
 
 
-def load_model(model: Path | None, ws, run: str | None, which: str, engine: str, device: str, progress=None):
-    """The model that answers: an exported file (--model) or a workspace run, embedding with the engine that
-    ``--engine`` and ``--device`` choose; and the torch device (None when onnxruntime embeds)."""
-    from pbn_cli.core.progress import SILENT
-    from pbn_cli.model import trained
-    from pbn_cli.model.engine import choose
+def load_model(model: Path | None, ws, run: str | None, checkpoint: str, engine: str, device: str, progress=None):
+    """The model that answers (pbn.load): an exported file (--model) or a workspace run, embedding with the engine
+    that ``--engine`` and ``--device`` choose."""
+    from pbn_cli.api import SILENT, load
 
-    chosen = choose(engine, device)
-    model = trained.from_file(model, ws) if model else trained.from_run(ws, run, which, engine_name=chosen,
-                                                                        progress=progress or SILENT)
-    return model, torch_device(device) if model.runtime is None else None
-
-
-def torch_device(name: str):
-    """The torch device ``--device`` names (importing torch)."""
-    from pbn_cli.core.device import select_device
-
-    return select_device(name)
-
-
-def evidence_device(model, device, name: str):
-    """The device the evidence's tiles are embedded on: none when the onnx engine's tile graph embeds them, else the
-    answer's torch device, or the one ``--device`` names."""
-    return device if device is not None or model.tiles is not None else torch_device(name)
+    return load(model, workspace=ws, run=run, checkpoint=checkpoint, engine=engine, device=device,
+                progress=progress or SILENT)
 
 
 def workspace(path: Path):
-    from pbn_cli.core.workspace import Workspace
+    from pbn_cli.api import Workspace
 
     return Workspace(Path(path))
 

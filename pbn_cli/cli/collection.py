@@ -45,17 +45,11 @@ def embed(
 
     Example: pbn embed -w workspace (several GPUs: torchrun --nproc_per_node=4 -m pbn_cli embed --gpu)
     """
-    import os
-
     from pbn_cli.cli import console
-    from pbn_cli.inference.collection import embed as run_embed
-    from pbn_cli.model.engine import choose
 
-    where = device_name(device, gpu)
-    alone = int(os.environ.get("WORLD_SIZE", "1")) <= 1  # under torchrun the ranks share the work with torch
     with console.progress("embed", unit="paintings") as bar:
-        done = run_embed(workspace_(workspace), run_name=run, which=checkpoint, device_name=where,
-                         engine_name=choose(engine, where) if alone else "torch", half=half, chunk=chunk, progress=bar)
+        done = workspace_(workspace).embed(run=run, checkpoint=checkpoint, half=half, chunk=chunk,
+                                           device=device_name(device, gpu), engine=engine, progress=bar)
     console.out.print(f"embed: run {done.run}: {done.embedded:,} paintings embedded now, {done.paintings:,} in the "
                       f"store, in {done.seconds:.1f} s on {done.world} process(es); {done.store}")
 
@@ -85,31 +79,26 @@ def index(
 
     from pbn_cli.cli import console
     from pbn_cli.core.errors import InputError
-    from pbn_cli.inference import index as vector_index
-    from pbn_cli.inference.collection import stores
-    from pbn_cli.inference.search import gallery
 
     ws = workspace_(workspace)
     if action == "build":
         with console.progress("index", unit="paintings") as bar:
-            model, dev = load_model(None, ws, run, checkpoint, engine, device, bar)
-            g = gallery(ws, model, dev, half=half, progress=bar)
-            built = vector_index.load_or_build(g, model.store(ws, half), progress=bar)
+            built = load_model(None, ws, run, checkpoint, engine, device, bar).build_index(half=half, progress=bar)
         console.out.print(f"index: {built.about['paintings']:,} paintings, {built.about['cells']:,} cells, nprobe "
                           f"{built.nprobe}, recall@10 {built.about['recall_at_10']:.3f} against exact search")
         return
     if action != "status":
         raise InputError(f"index: ACTION must be status or build, got {action!r}")
-    found = stores(ws)
+    found = ws.stores()
     if as_json:
         print(json.dumps(found, indent=2))
         return
     table = Table("store", "model", "stored", "of the workspace", "MB", "engine (chunks)", "index",
-                  title=f"embedding stores of {ws.root}")
+                  title=f"embedding stores of {ws.path}")
     for s in found:
         ix = s["index"]
         described = (f"{ix['paintings']:,} paintings, {ix['cells']} cells, nprobe {ix['nprobe']}, recall@10 "
                      f"{ix['recall_at_10']:.3f}") if ix else "none (exact search)"
         table.add_row(s["store"], s.get("model", ""), f"{s['stored']:,}", f"{s['of_the_workspace']:,} / {s['workspace']:,}",
                       f"{s['megabytes']:.1f}", ", ".join(f"{e} {n}" for e, n in sorted(s["engines"].items())), described)
-    console.out.print(table if found else f"no embedding store in {ws.root} yet: `pbn embed`, `pbn eval` or `pbn search` fill one")
+    console.out.print(table if found else f"no embedding store in {ws.path} yet: `pbn embed`, `pbn eval` or `pbn search` fill one")

@@ -40,7 +40,7 @@ def synth(
     Example: pbn synth data --artists 40 --paintings 12 --quirks
     """
     from pbn_cli.cli import console
-    from pbn_cli.data.synth import synth as run
+    from pbn_cli.api import synth as run
 
     with console.progress("synth", unit="paintings") as bar:
         info = run(out, artists=artists, paintings=paintings, seed=seed, quirks=quirks, min_size=min_size,
@@ -95,11 +95,10 @@ def ingest(
     Example: pbn ingest ~/kaggle/train_info.csv --images ~/kaggle/train
     """
     from pbn_cli.cli import console
-    from pbn_cli.stages.ingest import ingest as run
 
     ws = workspace_(workspace)
-    with ws.data_lock(), console.progress("ingest: reading headers", unit="images") as bar:
-        result = run(ws, source, images=images, filename_column=filename_column, artist_column=artist_column,
+    with console.progress("ingest: reading headers", unit="images") as bar:
+        result = ws.ingest(source, images=images, filename_column=filename_column, artist_column=artist_column,
                      image_column=image_column, force=force, workers=workers, progress=bar)
     print_stage("ingest", result)
     s = {} if result.skipped else result.summary
@@ -134,11 +133,7 @@ def clean(
 
     Example: pbn clean --min-paintings 2
     """
-    from pbn_cli.stages.clean import clean as run
-
-    ws = workspace_(workspace)
-    with ws.data_lock():
-        result = run(ws, min_paintings=min_paintings, force=force, images=images)
+    result = workspace_(workspace).clean(min_paintings=min_paintings, force=force, images=images)
     print_stage("clean", result)
 
 
@@ -169,11 +164,8 @@ def split(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.stages.split import split as run
 
-    ws = workspace_(workspace)
-    with ws.data_lock():
-        result = run(ws, test_artists=test_artists, val_fraction=val_fraction, val_artists=val_artists,
+    result = workspace_(workspace).split(test_artists=test_artists, val_fraction=val_fraction, val_artists=val_artists,
                      calib_artists=calib_artists, seed=seed, force=force)
     if result.skipped:
         console.out.print(f"split: up to date, nothing to do ({result.kept} rows; --force to redo)")
@@ -207,11 +199,10 @@ def resize(
     Example: pbn resize --workers 8
     """
     from pbn_cli.cli import console
-    from pbn_cli.stages.resize import resize as run
 
     ws = workspace_(workspace)
-    with ws.data_lock(), console.progress("resize", unit="paintings") as bar:
-        result = run(ws, size=size, fit=fit, workers=workers, max_pixels=max_pixels, force=force, images=images,
+    with console.progress("resize", unit="paintings") as bar:
+        result = ws.resize(size=size, fit=fit, workers=workers, max_pixels=max_pixels, force=force, images=images,
                      progress=bar)
     print_stage("resize", result)
     s = result.summary
@@ -220,8 +211,8 @@ def resize(
         where = "" if straddle is None else f", {straddle} straddling splits (they inflate test scores)"
         console.out.print(
             f"resize: {s['near_duplicate_groups']} groups of near-identical paintings "
-            f"({s['near_duplicate_paintings']} paintings){where}; cache in {ws.cache}, "
-            f"preview {ws.cache / 'preview.png'}"
+            f"({s['near_duplicate_paintings']} paintings){where}; cache in {ws.folder.cache}, "
+            f"preview {ws.folder.cache / 'preview.png'}"
         )
 
 
@@ -239,9 +230,8 @@ def status(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.stages.status import workspace_status
 
-    rows = workspace_status(workspace_(workspace))
+    rows = workspace_(workspace).status().to_dict("records")
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -24,22 +24,19 @@ def _pick_paintings(ws: Path, seed: int) -> tuple[Path, Path, Path]:
     paintings, not chosen for a good answer."""
     import numpy as np
 
-    from pbn_cli.core.manifest import read_manifest
-    from pbn_cli.core.workspace import Workspace
-    from pbn_cli.data.paths import image_root
+    from pbn_cli.api import Workspace
 
-    split, record = read_manifest(Workspace(ws).manifest("split"))
-    root = Path(image_root(record))
-    pool = split[split["split"] == "test"].sort_values("image_id")
+    paintings = Workspace(ws).paintings().sort_values("image_id")
+    pool = paintings[paintings["split"] == "test"]
     if pool["artist"].nunique() < 2:  # a tiny demo may hold out a single artist
-        pool = split.sort_values("image_id")
+        pool = paintings
     rng = np.random.default_rng([seed, 17])
     counts = pool["artist"].value_counts().sort_index()
     first = rng.choice(counts[counts >= 2].index.to_numpy())
     second = rng.choice(counts.index[counts.index != first].to_numpy())
-    a, same = rng.choice(pool[pool["artist"] == first]["path"].to_numpy(), 2, replace=False)
-    other = rng.choice(pool[pool["artist"] == second]["path"].to_numpy())
-    return root / a, root / same, root / other
+    a, same = rng.choice(pool[pool["artist"] == first]["file"].to_numpy(), 2, replace=False)
+    other = rng.choice(pool[pool["artist"] == second]["file"].to_numpy())
+    return Path(a), Path(same), Path(other)
 
 
 def _likely(p: float) -> str:
@@ -55,19 +52,18 @@ class _Story:
     """What the demo's compare, search and attribute steps said, in words, and why two of them may disagree."""
 
     def __init__(self, ws: Path, device: str):
-        from pbn_cli.cli.app import load_model
-        from pbn_cli.core.workspace import Workspace
+        from pbn_cli.api import load
 
-        self.ws = Workspace(ws)
-        self.model, self.device = load_model(None, self.ws, "demo", "best", "auto", device)
+        self.ws = ws
+        self.model = load(workspace=ws, run="demo", device=device)
 
     def compare(self, a: Path, b: Path, same_painter: bool) -> str:
         from pbn_cli.core.atomic import read_json
         from pbn_cli.core.runs import Run
-        from pbn_cli.inference.compare import compare
+        from pbn_cli.core.workspace import Workspace
 
-        v = compare(self.model, a, b, device=self.device)
-        m = read_json(Run(self.ws.runs / "demo").eval_folder("test") / "metrics.json", "") or {}
+        v = self.model.compare(a, b)
+        m = read_json(Run(Workspace(self.ws).runs / "demo").eval_folder("test") / "metrics.json", "") or {}
         right = v.same_artist == same_painter
         truth = "by the same painter" if same_painter else "by two different painters"
         return (f"p(same) = {v.same_artist_probability:.2f} for two paintings {truth}: "
@@ -77,12 +73,8 @@ class _Story:
                 f"one pair in {max(round(1 / max(1 - m.get('verification_accuracy', 0.9), 1e-3)), 2)} is misjudged.")
 
     def search_and_attribute(self, a: Path, k: int) -> str:
-        from pbn_cli.inference.attribute import attribute
-        from pbn_cli.inference.search import gallery, search
-
-        g = gallery(self.ws, self.model, self.device)
-        vote = search(self.ws, self.model, image=a, k=k, split="test", device=self.device, g=g).vote
-        result = attribute(self.ws, self.model, [a], device=self.device, g=g)[0]
+        vote = self.model.search(a, k, split="test").attrs["vote"]
+        result = self.model.attribute(a)
         top = result.hands[0]
         voted = vote[0][0] if vote else "nobody"
         said = (f"search's vote among the {k} nearest test paintings: {voted} ({vote[0][1] if vote else 0} of {k}); "
@@ -92,8 +84,9 @@ class _Story:
             return said + " They agree."
         why = []
         if voted != top.artist:
+            hands = self.model.gallery().table["artist"].nunique()
             why.append(f"search counts neighbours among the test split only, while attribute weighs every painting of "
-                       f"each of the workspace's {len(set(g.table['artist']))} hands, a hand's paintings as a whole: a "
+                       f"each of the workspace's {hands} hands, a hand's paintings as a whole: a "
                        "few near neighbours can outvote a hand that is closer on the whole")
         if result.unknown:
             why.append("attribute answers 'unknown hand' because no hand fits this painting clearly better than a "

@@ -52,26 +52,13 @@ def eval(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.evaluation.evaluate import (
-        baseline_metrics,
-        evaluate,
-        evaluate_baseline,
-    )
-    from pbn_cli.evaluation.scores import FIGURES
-    from pbn_cli.model.engine import choose
+    from pbn_cli.api import FIGURES, evaluate
 
-    ws = workspace_(workspace)
-    chosen = None if baseline else choose(engine, device_name(device, gpu))
     with console.progress("eval: embedding", unit="paintings") as bar:
-        if baseline:
-            result = evaluate_baseline(ws, name=baseline, split=split, seed=seed, n_triplets=triplets,
-                                       group_size=group_size, progress=bar)
-        else:
-            result = evaluate(ws, run_name=run, split=split, which=checkpoint, device_name=device_name(device, gpu),
-                              engine_name=chosen, seed=seed, n_triplets=triplets, group_size=group_size, half=half,
-                              progress=bar)
-    m = result.metrics
-    base = None if baseline else baseline_metrics(ws, split)
+        result = evaluate(workspace_(workspace), run=run, split=split, checkpoint=checkpoint, baseline=baseline,
+                          triplets=triplets, group_size=group_size, seed=seed, half=half,
+                          device=device_name(device, gpu), engine=engine, progress=bar)
+    m, base = result.metrics, result.baseline
     what = f"baseline {result.run}" if baseline else f"run {result.run}"
     table = Table("metric", what, title=f"{split}: {m['n_artists']} artists, {m['n_paintings']} paintings")
     if base:
@@ -122,10 +109,8 @@ def runs(
     from rich.table import Table
 
     from pbn_cli.cli import console
-    from pbn_cli.core.runs import trained_runs
-    from pbn_cli.evaluation.summary import summarize
 
-    rows = [summarize(r) for r in trained_runs(workspace_(workspace))]
+    rows = workspace_(workspace).runs().to_dict("records")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -144,7 +129,7 @@ def runs(
                       num(r["test_open_set_auroc"]))
     console.out.print(table)
     if any(r["tensorboard"] for r in rows):
-        console.out.print(f"TensorBoard (training curves, the projector): tensorboard --logdir {workspace_(workspace).runs}")
+        console.out.print(f"TensorBoard (training curves, the projector): tensorboard --logdir {workspace_(workspace).folder.runs}")
     for r in rows:
         if r["damaged"]:
             console.out.print(f"run {r['run']}: damaged, shown without them: {', '.join(r['damaged'])} "

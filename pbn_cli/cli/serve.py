@@ -1,4 +1,4 @@
-"""pbn serve: the local web page (compare, search, runs); its code lives in pbn_cli/web, imported only here."""
+"""pbn serve: the local web page (compare, search, attribute, runs), through pbn.serve (pbn_cli/api/serving.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ import typer
 
 from pbn_cli.cli.app import DEFAULT_WS, CheckpointOpt, DeviceOpt, EngineOpt, RunOpt, WorkspaceOpt, command, load_model
 from pbn_cli.cli.app import workspace as workspace_
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-WEB_MODULES = ("fastapi", "uvicorn", "multipart")
-
 
 @command
 def serve(
@@ -35,31 +31,16 @@ def serve(
 
     Example: pbn serve -w workspace, then open http://127.0.0.1:8765/
     """
-    from pbn_cli.core.extras import require
-
-    require("web", WEB_MODULES, "pbn serve")
-
+    from pbn_cli.api import serve as bind
     from pbn_cli.cli import console
-    from pbn_cli.web.app import address, bind
-    from pbn_cli.web.app import serve as run_server
-    from pbn_cli.web.service import Service
 
     ws = None if model else workspace_(workspace)
     with console.progress("serve") as bar:
-        trained, dev = load_model(model, ws, run, checkpoint, engine, device, bar)
-    sock = bind(host, port)
-    service = Service(trained, dev, ws)
-    try:
-        service.warm()
-        if host not in LOOPBACK:
+        answerer = load_model(model, ws, run, checkpoint, engine, device, bar)
+    with bind(answerer, host=host, port=port) as server:
+        if server.public:
             console.err.print(f"[yellow]Warning:[/] listening on {host}: anyone who can reach this machine's port "
-                              f"{sock.getsockname()[1]} can use the model", highlight=False)
-        console.out.print(f"pbn serve: run {trained.name} ({trained.which}) on {address(sock)}  (Ctrl-C stops)")
-        try:
-            run_server(service, sock)
-        except KeyboardInterrupt:  # uvicorn has shut down and passes Ctrl-C on: the stop asked for
-            pass
+                              f"{server.port} can use the model", highlight=False)
+        console.out.print(f"pbn serve: run {answerer.name} ({answerer.trained.which}) on {server.address}  (Ctrl-C stops)")
+        server.run()
         console.out.print("pbn serve: stopped")
-    finally:
-        sock.close()
-        service.close()

@@ -1,14 +1,20 @@
-"""`pbn train` (its options are generated from the recipe's declarations, model/recipe.py) and `pbn backbones`."""
+"""`pbn train` and `pbn backbones`, thin over pbn_cli.api.training.
+
+Each recipe option is a parameter of `train`, its flag and help built by
+name from its one declaration (networks/recipe.py: ``OPTIONS``); a test
+checks that every declared option has exactly one parameter, of its field's
+type. An option not given is None: the preset's value stands.
+"""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from pbn_cli.api.training import OPTIONS
 from pbn_cli.cli.app import (
     DEFAULT_WS,
     GpuOpt,
@@ -17,8 +23,6 @@ from pbn_cli.cli.app import (
     command,
 )
 from pbn_cli.cli.app import workspace as workspace_
-from pbn_cli.core.options import declared
-from pbn_cli.model.recipe import TrainConfig, margin_field
 
 RunNameOpt = Annotated[Optional[str], typer.Option("--run", "--run-name", help="Run name (default: mode-backbone-time); "
                                                    "under torchrun write --run-name.")]
@@ -27,21 +31,47 @@ ResumeOpt = Annotated[bool, typer.Option(help="Continue --run (or the latest run
                                          "with the run's recipe.")]
 
 
-def _recipe_options() -> list[inspect.Parameter]:
-    """One keyword option per declared recipe field (the mode's margins share --margin); None keeps the preset's."""
-    params, seen = [], set()
-    for d in declared(TrainConfig):
-        name = d.flag.removeprefix("--").replace("-", "_") if d.option.shared else d.name
-        if name in seen:
-            continue
-        seen.add(name)
-        flags = f"{d.flag}/{d.option.off or '--no-' + d.flag[2:]}" if d.type is bool else d.flag
-        annotation = Annotated[Optional[d.type], typer.Option(flags, help=d.option.help, show_default=False)]
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
-    return params
+def recipe(name: str):
+    """The option of recipe parameter ``name``, as its field declares it (flag, help; a switch's two flags)."""
+    d = OPTIONS[name]
+    flags = f"{d.flag}/{d.option.off or '--no-' + d.flag[2:]}" if d.type is bool else d.flag
+    return typer.Option(flags, help=d.option.help, show_default=False)
 
 
-def train(run: str | None, resume: bool, gpu: bool, workspace: Path, **given) -> None:
+@command
+def train(
+    run: RunNameOpt = None,
+    resume: ResumeOpt = False,
+    mode: Annotated[Optional[str], recipe("mode")] = None,
+    preset: Annotated[Optional[str], recipe("preset")] = None,
+    backbone: Annotated[Optional[str], recipe("backbone")] = None,
+    input_size: Annotated[Optional[int], recipe("input_size")] = None,
+    embedding_dim: Annotated[Optional[int], recipe("embedding_dim")] = None,
+    normalize: Annotated[Optional[bool], recipe("normalize")] = None,
+    pretrained: Annotated[Optional[bool], recipe("pretrained")] = None,
+    weights: Annotated[Optional[str], recipe("weights")] = None,
+    levels: Annotated[Optional[int], recipe("levels")] = None,
+    keep_pretrained: Annotated[Optional[float], recipe("keep_pretrained")] = None,
+    view: Annotated[Optional[str], recipe("view")] = None,
+    sampler: Annotated[Optional[str], recipe("sampler")] = None,
+    miner: Annotated[Optional[str], recipe("miner")] = None,
+    batch_size: Annotated[Optional[int], recipe("batch_size")] = None,
+    paintings_per_artist: Annotated[Optional[int], recipe("paintings_per_artist")] = None,
+    epochs: Annotated[Optional[int], recipe("epochs")] = None,
+    max_minutes: Annotated[Optional[float], recipe("max_minutes")] = None,
+    lr: Annotated[Optional[float], recipe("lr")] = None,
+    margin: Annotated[Optional[float], recipe("margin")] = None,
+    id_weight: Annotated[Optional[float], recipe("id_weight")] = None,
+    backbone_lr_scale: Annotated[Optional[float], recipe("backbone_lr_scale")] = None,
+    warmup: Annotated[Optional[float], recipe("warmup")] = None,
+    bn_eval: Annotated[Optional[bool], recipe("bn_eval")] = None,
+    freeze_backbone: Annotated[Optional[bool], recipe("freeze_backbone")] = None,
+    seed: Annotated[Optional[int], recipe("seed")] = None,
+    device: Annotated[Optional[str], recipe("device")] = None,
+    compile: Annotated[Optional[bool], recipe("compile")] = None,
+    gpu: GpuOpt = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
     """Train a Siamese network on the train split; validate on val every epoch.
 
     One network embeds every branch's images in one batched forward, so the
@@ -54,36 +84,19 @@ def train(run: str | None, resume: bool, gpu: bool, workspace: Path, **given) ->
     fine-tuned on a CPU; add --weights FILE offline). From scratch, the
     demo's recipe: pbn train --preset quick
     """
+    given = dict(locals())  # every parameter as typed; the recipe's options among them
+    options = {name: given[name] for name in OPTIONS if name not in ("mode", "preset")}
+    from pbn_cli.api.training import train as train_
     from pbn_cli.cli import console
     from pbn_cli.core.runs import Run
-    from pbn_cli.training.loop import train as run_training
-    from pbn_cli.training.presets import resolve
 
-    margin = given.pop("margin")
-    mode = given["mode"] or "triplet"
-    if margin is not None:
-        given[margin_field(mode)] = margin
-    if gpu:
-        given["device"] = "cuda"
-    config = resolve(given["preset"] or "default", mode, given)
     ws = workspace_(workspace)
     with console.progress("train", unit="steps") as bar:
-        summary = run_training(ws, config, run_name=run, resume=resume, progress=bar, changes=given)
+        summary = train_(ws, preset=preset, mode=mode, run=run, resume=resume, gpu=gpu, progress=bar, **options)
     console.out.print(
         f"train: run {summary.run}: {summary.epochs} epochs, {summary.steps} steps ({summary.stopped}); best val "
-        f"triplet accuracy {summary.best:.3f}; checkpoints in {Run(ws.runs / summary.run).checkpoints}"
+        f"triplet accuracy {summary.best:.3f}; checkpoints in {Run(summary.folder).checkpoints}"
     )
-
-
-train.__signature__ = inspect.Signature([
-    inspect.Parameter("run", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=RunNameOpt),
-    inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=ResumeOpt),
-    *_recipe_options(),
-    inspect.Parameter("gpu", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=GpuOpt),
-    inspect.Parameter("workspace", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_WS, annotation=WorkspaceOpt),
-])
-train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}
-command(train)
 
 
 @command
@@ -99,11 +112,10 @@ def backbones(
 
     Example: pbn backbones convnext
     """
+    from pbn_cli.api.training import backbones as listed
     from pbn_cli.cli import console
-    from pbn_cli.model.backbones import available
 
-    found = {source: [n for n in names if not contains or contains.lower() in n.lower()]
-             for source, names in available().items()}
+    found = listed(contains)
     if as_json:
         print(json.dumps(found, indent=2))
         return

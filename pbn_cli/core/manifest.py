@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pbn_cli import __version__
+from pbn_cli.core.version import VERSION as __version__
 from pbn_cli.core.atomic import atomic_path
 from pbn_cli.core.errors import PbnError
 

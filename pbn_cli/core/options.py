@@ -3,9 +3,10 @@
 A field that a command sets from an option carries an ``Option`` in its
 metadata: the help a person reads, the flag when it is not the field's name,
 and whether ``--resume`` may change it. A field set otherwise (by a preset)
-carries none. The command line builds its options from these declarations
-(cli/train.py), and error messages name a field by its flag, so flag, help
-and field never drift apart.
+carries none. A command names each option as a parameter and builds it
+from its declaration by that name (cli/train.py), the Python API takes the
+same names, and error messages name a field by its flag, so flag, help and
+field never drift apart.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class Declared:
     def flag(self) -> str:
         return flag_name(self.name, self.option)
 
+    @property
+    def parameter(self) -> str:
+        """The name a command or a function takes it by: the field's, or a shared option's flag (--margin: margin)."""
+        return self.flag.removeprefix("--").replace("-", "_") if self.option.shared else self.name
+
 
 def declared(cls) -> list[Declared]:
     """The options declared on ``cls``'s fields, nested dataclasses' fields included, in field order."""
@@ -59,6 +65,14 @@ def declared(cls) -> list[Declared]:
             out += declared(kind)
         elif f.metadata.get("option") is not None:
             out.append(Declared(f.name, f.metadata["option"], _without_none(kind)))
+    return out
+
+
+def parameters(cls) -> dict[str, Declared]:
+    """The options declared on ``cls`` by parameter name, in field order; a shared one once (its first field's)."""
+    out: dict[str, Declared] = {}
+    for d in declared(cls):
+        out.setdefault(d.parameter, d)
     return out
 
 

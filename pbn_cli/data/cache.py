@@ -113,7 +113,7 @@ class CacheData:
     """The cache and the rows of each split (split joined with resize on image_id)."""
 
     def __init__(self, ws: Workspace):
-        ws.require("split")
+        split_record = ws.require("split")
         resize_record = ws.require("resize")
         splits, _ = read_manifest(ws.manifest("split"))
         cached, _ = read_manifest(ws.manifest("resize"))
@@ -127,7 +127,7 @@ class CacheData:
         self.table = table
         names = sorted(table["artist"].unique())
         self.artist_codes = {a: i for i, a in enumerate(names)}
-        self.fingerprints = {"split": ws.record("split").fingerprint, "resize": resize_record.fingerprint}
+        self.fingerprints = {"split": split_record.fingerprint, "resize": resize_record.fingerprint}
 
     def split(self, name: str) -> SplitRows:
         """The paintings of split ``name`` (train, val, calib, test); ``all`` for every painting."""

@@ -304,6 +304,39 @@ def load_rgb(
         raise ImageReadError(_reason(err)) from None
 
 
+def is_file(image) -> bool:
+    """Whether ``image`` names a file (a path), rather than holding a picture in memory."""
+    return isinstance(image, (str, os.PathLike))
+
+
+def image_name(image, n: int = 0) -> str:
+    """How an answer names an image: a file by its name, a picture in memory by its place (image 1, image 2...)."""
+    return os.path.basename(os.fspath(image)) if is_file(image) else f"image {n + 1}"
+
+
+def read_image(image, size: int, fit: str, name: str | None = None) -> np.ndarray:
+    """Any image a user gives, a path, a PIL image or a uint8 array, as a model sees it (``read_painting`` or
+    ``picture``): (size, size, 3) uint8; ``InputError`` in one line when it cannot be."""
+    if is_file(image):
+        return read_painting(image, size, fit, name)
+    return picture(image, size, fit, name or image_name(image))
+
+
+def picture(image, size: int, fit: str, name: str = "the image") -> np.ndarray:
+    """A painting already in memory, a PIL image or an (H, W[, 3 or 4]) uint8 array, as ``load_rgb`` brings a file:
+    (size, size, 3) uint8, the same pixels as that image saved losslessly and read; ``InputError`` in one line else."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise InputError(f"{name}: an array must be (height, width), (height, width, 3) or (height, width, 4) "
+                             f"uint8, got {image.shape} {image.dtype}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise InputError(f"{name}: give a path, a PIL image or a uint8 array, not {type(image).__name__}")
+    if min(image.size) < 1:
+        raise InputError(f"{name} is empty ({image.width}x{image.height})")
+    return _finish(image, size, fit)
+
+
 def read_painting(path, size: int, fit: str, name: str | None = None) -> np.ndarray:
     """A painting a user names, as a model sees it (``load_rgb``); ``InputError`` in one line when it cannot be read."""
     if not os.path.isfile(path):

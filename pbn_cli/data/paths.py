@@ -56,20 +56,44 @@ def locate(root_real: str, rel: str) -> tuple[str | None, str | None]:
     return real, None
 
 
-def image_root(record: Record, override: Path | None = None) -> str:
-    """The real path of the image folder: ``--images`` if given, else the one ingest recorded."""
-    root = Path(override) if override else Path(record.extra.get("image_root", ""))
-    if not root.is_dir():
-        hint = "" if override else " (the workspace may have moved: point to it with --images)"
-        raise InputError(f"image folder {root} does not exist{hint}")
-    return os.path.realpath(root)
+def recorded_root(ws: Workspace, folder: Path) -> dict[str, str]:
+    """The image folder as ingest records it: ``image_root`` relative to the workspace folder (so a workspace moved
+    together with its images keeps finding them), absolute only where no relative path leads there (another drive);
+    ``image_root_absolute`` beside it, for a copy of the workspace moved without its images."""
+    absolute = os.path.realpath(folder)
+    try:
+        relative = os.path.relpath(absolute, os.path.realpath(ws.root))
+    except ValueError:  # on another drive
+        relative = absolute
+    return {"image_root": relative, "image_root_absolute": absolute}
+
+
+def image_root(ws: Workspace, record: Record | None = None, override: Path | None = None) -> str:
+    """The real path of the image folder: ``--images`` if given, else the one ingest recorded (in ``record``, by
+    default the ingest manifest's), relative to the workspace folder, or where it was when it was recorded.
+
+    The one reader of ``image_root``: older workspaces recorded it absolute, which reads the same."""
+    if override:
+        candidates = [Path(override)]
+    else:
+        extra = (record or ws.require("ingest")).extra
+        if not extra.get("image_root"):
+            raise InputError(f"no image folder recorded in {ws.root}; point to it with --images")
+        candidates = [Path(os.path.realpath(ws.root)) / extra["image_root"]]
+        if extra.get("image_root_absolute"):
+            candidates.append(Path(extra["image_root_absolute"]))
+    for root in candidates:
+        if root.is_dir():
+            return os.path.realpath(root)
+    hint = "" if override else " (the workspace may have moved: point to it with --images)"
+    raise InputError(f"image folder {os.path.normpath(candidates[0])} does not exist{hint}")
 
 
 def painting_files(ws: Workspace) -> dict[str, str]:
     """Each workspace painting's original file, by image_id: its path in the split manifest under the image folder
     ingest recorded (the one home of "a workspace painting's file")."""
     split, record = read_manifest(ws.manifest("split"))
-    root = image_root(record)
+    root = image_root(ws, record)
     return {str(i): os.path.join(root, p) for i, p in zip(split["image_id"], split["path"])}
 
 

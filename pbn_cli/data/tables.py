@@ -40,6 +40,8 @@ import pyarrow.parquet as pq
 from pbn_cli.core.atomic import atomic_path
 from pbn_cli.data.paths import locate
 from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.manifest import file_digest
+from pbn_cli.core.parallel import default_workers
 from pbn_cli.data.imaging import Header, ImageReadError, read_header
 
 IMAGE_GUESSES = ("image", "img", "picture", "painting", "photo")
@@ -148,11 +150,16 @@ def _pick_artist(names: list[str], wanted: str | None, image_column: str, where:
 
 
 def _fingerprint(shards: list[Path]) -> str:
-    """Each shard's name, size and modification time: a rewritten or replaced shard changes it."""
+    """Each shard's name and the sha256 of its bytes (the shards on all cores): new bytes or a new name change it,
+    a new modification time alone (a touched shard, one restored from a backup) does not. sha256 rather than
+    blake2b: where the processor has SHA instructions it hashes twice as fast (1.5 against 0.8 GB/s a core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(shards), default_workers())) as threads:  # hashing and reading release the GIL
+        digests = list(threads.map(file_digest, shards))
     h = hashlib.sha256()
-    for p in shards:
-        st = p.stat()
-        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for p, digest in zip(shards, digests):
+        h.update(f"{p.name}\0{digest}\n".encode())
     return h.hexdigest()[:16]
 
 

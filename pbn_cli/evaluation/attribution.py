@@ -2,7 +2,7 @@
 
 **Unseen artists** (keys ``attribution_*``, ``open_set_*``, ...): the
 evaluated split's artists, never trained on, divided (seeded,
-``model/attribution.divisions``) into known hands (half of each one's
+``answers/attribution_fitting.divisions``) into known hands (half of each one's
 paintings form the gallery, the rest are queries) and unknown hands (all
 their paintings are queries).
 
@@ -12,8 +12,8 @@ the queries are their held-out paintings (val) and paintings by artists
 never trained on (test and calib), which should be answered "unknown hand".
 The attribution model is cross-fitted: the val and calib artists are cut
 into two folds by artist, and each fold's queries are answered by a model
-fitted on the other fold, so no figure rests on a painting its model was
-fitted on.
+fitted on the other fold (``answers/attribution_fitting.fit_attribution``),
+so no figure rests on a painting its model was fitted on.
 
 Per protocol: top-1 and top-5 (known queries), open-set AUROC (known against
 unknown queries ranked by p(unknown)), the calibration error of p(top hand)
@@ -31,10 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pbn_cli.answers import attribution as A
+from pbn_cli.answers.attribution_fitting import DIVISIONS, divisions, fit_attribution
+from pbn_cli.answers.calibration import expected_calibration_error, reliability
+from pbn_cli.answers.metrics import artist_codes
 from pbn_cli.evaluation import bootstrap
-from pbn_cli.model import attribution as A
-from pbn_cli.model.calibration import expected_calibration_error, reliability
-from pbn_cli.model.metrics import artist_codes
 
 KNN = 10  # neighbours of the vote `pbn search` shows
 RAW_TOP = 3  # gallery paintings whose mean similarity is the raw artist score
@@ -64,19 +65,22 @@ def _vote(e: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Answers:
-    """Queries answered among known hands: per query its rank of the true hand (known queries; -1 unknown), p(top
-    hand), p(unknown), whether the top hand is right, the k-NN vote right, the raw best score, its weight
-    (known and unknown queries half each within an episode) and its artist's code."""
+    """Queries answered among known hands, one entry per query in each field."""
 
-    rank: np.ndarray
-    top: np.ndarray
-    unknown: np.ndarray
-    right: np.ndarray
-    vote: np.ndarray
-    raw: np.ndarray
-    weight: np.ndarray
-    code: np.ndarray
-    name_at: np.ndarray
+    rank: np.ndarray  # of the true hand (known queries; -1: an unknown one)
+    top: np.ndarray  # p(top hand)
+    unknown: np.ndarray  # p(unknown)
+    right: np.ndarray  # the top hand is the true one
+    vote: np.ndarray  # the k-NN vote is right
+    raw: np.ndarray  # the raw best score
+    weight: np.ndarray  # known and unknown queries half each within an episode
+    code: np.ndarray  # the artist's code
+    name_at: np.ndarray  # the naming level of the top hand's kind
+
+    @property
+    def verdicts(self) -> np.ndarray:
+        """Each query's answer under the three-way rule (``answers/attribution.verdicts``)."""
+        return A.verdicts(self.top, self.unknown, self.name_at)
 
     @property
     def known(self) -> np.ndarray:
@@ -87,23 +91,23 @@ class Answers:
         return Answers(*[np.concatenate([getattr(p, f) for p in parts]) for f in Answers.__dataclass_fields__])
 
 
-def answer_queries(att: A.Attributor, gallery: A.Split, queries: A.Split, known_mask: np.ndarray, code: np.ndarray,
-                   weight: float = 1.0) -> Answers:
+def answer_queries(att: A.AttributionModel, gallery: A.Paintings, queries: A.Paintings, known_mask: np.ndarray,
+                   code: np.ndarray, weight: float = 1.0) -> Answers:
     """Each query's answer among the gallery's hands, with the raw score and vote beside it."""
-    hands = A.known(att, gallery.emb, gallery.artists, gallery.ids)
-    s = A.scores(att, hands, queries.emb, queries.ids)
-    p, pu = A.probabilities(att, hands, s)
-    own = np.searchsorted(hands.names, queries.artists)
-    own_p = np.where(known_mask, p[np.arange(len(p)), np.minimum(own, len(hands.names) - 1)], np.nan)
+    known = A.KnownHands.from_gallery(att, gallery.emb, gallery.artists, gallery.ids)
+    s = A.scores(att, known, queries.emb, queries.ids)
+    p, pu = A.probabilities(att, known, s)
+    own = np.searchsorted(known.names, queries.artists)
+    own_p = np.where(known_mask, p[np.arange(len(p)), np.minimum(own, len(known.names) - 1)], np.nan)
     rank = np.where(known_mask, (p > own_p[:, None]).sum(1), -1)
     raw_g, raw_q = A.normalise(gallery.emb), A.normalise(queries.emb)
     e = raw_q @ raw_g.T
-    gl = np.searchsorted(hands.names, gallery.artists)
+    gl = np.searchsorted(known.names, gallery.artists)
     vote = _vote(e, gl) == own
-    raw_best = _raw_scores(e, gl, len(hands.names)).max(1)
+    raw_best = _raw_scores(e, gl, len(known.names)).max(1)
     n_known, n_unknown = int(known_mask.sum()), int((~known_mask).sum())
     w = weight * np.where(known_mask, 0.5 / max(n_known, 1), 0.5 / max(n_unknown, 1))
-    top_kind = hands.kinds[np.where(np.isfinite(p).any(1), np.nan_to_num(p, nan=-1).argmax(1), 0)]
+    top_kind = known.kinds[np.where(np.isfinite(p).any(1), np.nan_to_num(p, nan=-1).argmax(1), 0)]
     name_at = att.open_set.name_at[top_kind] if att.open_set else np.full(len(p), np.nan)
     return Answers(rank, p.max(1), pu, known_mask & (rank == 0), vote & known_mask, raw_best, w, code, name_at)
 
@@ -112,13 +116,12 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
     """The figures of a set of answers with their intervals, and what the pictures need."""
     n_artists = int(ans.code.max()) + 1
     boot = bootstrap.artist_weights(n_artists, replicates, seed)
-    k = ans.known
-    named = (ans.top > ans.unknown) & (ans.top >= ans.name_at)
-    said_unknown = ans.unknown >= ans.top
+    k, verdicts = ans.known, ans.verdicts
+    named, said_unknown, everyone = verdicts == A.NAMED, verdicts == A.UNKNOWN, np.ones(len(ans.known), bool)
     values = {"top1": (ans.rank == 0, k), "top5": ((ans.rank >= 0) & (ans.rank < 5), k), "knn_vote_top1": (ans.vote, k),
               "unknown_rejected": (said_unknown, ~k), "known_rejected": (said_unknown, k),
-              "named_precision": (ans.right, named), "named_coverage": (named, np.ones(len(k), bool)),
-              "probably_share": (~named & ~said_unknown, np.ones(len(k), bool))}
+              "named_precision": (ans.right, named), "named_coverage": (named, everyone),
+              "probably_share": (verdicts == A.PROBABLY, everyone)}
     out: dict = {}
     rw = boot[:, ans.code] * ans.weight  # each replicate's weight of each query: its artist's draws x its own
     for key, (v, among) in values.items():
@@ -136,7 +139,7 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
     out[f"{prefix}known_queries"], out[f"{prefix}unknown_queries"] = int(k.sum()), int((~k).sum())
     curve = []
     for level in LEVELS:
-        at = (ans.top > ans.unknown) & (ans.top >= level)
+        at = A.verdicts(ans.top, ans.unknown, level) == A.NAMED
         cover = float(ans.weight[at].sum() / ans.weight.sum())
         curve.append((float(level), cover, float((ans.weight * ans.right)[at].sum() / ans.weight[at].sum())
                       if at.any() else float("nan")))
@@ -145,13 +148,13 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
     return out, pictures
 
 
-def unseen_figures(split: A.Split, att: A.Attributor, seed: int, n: int = A.DIVISIONS, replicates: int = 200):
+def unseen_figures(split: A.Paintings, att: A.AttributionModel, seed: int, n: int = DIVISIONS, replicates: int = 200):
     """The unseen-artist protocol on the evaluated split (its artists are new hands), and its pictures."""
     codes, _ = artist_codes(split.artists)
     if len(np.unique(codes)) < 4 or att.open_set is None:
         return {"attribution_divisions": 0}, {}
     parts = []
-    for names, g, q, u in A.divisions(split.artists, seed, n):
+    for names, g, q, u in divisions(split.artists, seed, n):
         asked = np.r_[q, u]
         parts.append(answer_queries(att, split.take(g), split.take(asked), np.r_[np.ones(len(q), bool),
                                     np.zeros(len(u), bool)], codes[asked], 1.0 / n))
@@ -167,7 +170,7 @@ def unseen_figures(split: A.Split, att: A.Attributor, seed: int, n: int = A.DIVI
     return out, pictures
 
 
-def workspace_figures(background: A.Split, val: A.Split, calib: A.Split, test: A.Split, seed: int,
+def workspace_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
                       replicates: int = 200):
     """The workspace protocol: every training artist a known hand (its training paintings the gallery), queries
     from val (known) and from test and calib (unknown), each fold answered by a model fitted on the other."""
@@ -181,12 +184,10 @@ def workspace_figures(background: A.Split, val: A.Split, calib: A.Split, test: A
     for fold in range(FOLDS):  # test artists are in no fitting: asked in both folds, each time at half weight
         mine = {name: np.array([fold_of[a] == fold for a in part.artists], bool) for name, part in
                 (("val", val), ("calib", calib))}
-        att = A.fit_attributor(background, val.take(~mine["val"]), calib.take(~mine["calib"]), seed)
+        att = fit_attribution(background, val.take(~mine["val"]), calib.take(~mine["calib"]), seed)
         if att.open_set is None:
             return {"workspace_hands": 0}, {}
-        asked = [val.take(mine["val"]), calib.take(mine["calib"]), test]
-        asked = A.Split(np.concatenate([x.emb for x in asked]), np.concatenate([x.artists for x in asked]),
-                        np.concatenate([x.ids for x in asked]))
+        asked = A.Paintings.join([val.take(mine["val"]), calib.take(mine["calib"]), test])
         parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
                                     np.searchsorted(names, asked.artists), 1.0 / FOLDS))
     out, pictures = _figures(Answers.join(parts), "workspace_", replicates, seed)

@@ -1,7 +1,10 @@
 """eval: embed every painting of a split once and compute the metrics of docs/metrics.md.
 
-Writes the run's (or a baseline's) eval folder and the run's calibration for
-the evaluated checkpoint, keyed by the fingerprint of its weights.
+Writes the run's (or a baseline's) eval folder. Its steps: embed the
+paintings (from the model's store), fit the verdict's calibration and the
+attribution model (evaluation/fitting.py, which also keeps them in the run,
+keyed by the fingerprint of the weights), measure (evaluation/scores.py,
+evaluation/attribution.py), draw and report (evaluation/report.py).
 """
 
 from __future__ import annotations
@@ -17,22 +20,27 @@ import pandas as pd
 from pbn_cli.core import locking
 from pbn_cli.core.atomic import read_json, write_text
 from pbn_cli.core.device import select_device
-from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.errors import InputError
 from pbn_cli.core.manifest import Record, write_manifest
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import Run, find_run
 from pbn_cli.core.tracking import open_tracker
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
-from pbn_cli.evaluation import report
+from pbn_cli.evaluation import fitting, report
 from pbn_cli.evaluation.attribution import unseen_figures, workspace_figures
+from pbn_cli.evaluation.fitting import background_rows, paintings
 from pbn_cli.evaluation.scores import calibration_figures, compute_metrics
-from pbn_cli.model import calibration, metrics, trained
-from pbn_cli.model.attribution import BACKGROUND_MAX, Attributor, Split, fit_attributor, save_attributor
+from pbn_cli.answers import calibration, metrics
+from pbn_cli.model import trained
+from pbn_cli.answers.attribution import AttributionModel
+from pbn_cli.answers.attribution_fitting import fit_attribution
 
 
 @dataclass
 class Evaluation:
+    """What an eval wrote: the run (or baseline) and split, its folder, and its figures."""
+
     run: str
     split: str
     folder: Path
@@ -47,29 +55,6 @@ class _Thumbnails:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return np.asarray(self.data.images[self.rows[int(i)]])
-
-
-def _enough_pairs(rows, minimum: int = 10) -> bool:
-    counts = np.bincount(rows.labels) if len(rows) else np.zeros(0, int)
-    return int((counts * (counts - 1) // 2).sum()) >= minimum and (counts > 0).sum() >= 2
-
-
-def save_calibration(run: Run, which: str, calib: dict, att: Attributor | None = None) -> None:
-    """Record the verdict calibration of one checkpoint in the run's calibration.json (and its attribution model).
-
-    Several evals of one run may finish at once (other splits, the other
-    checkpoint): each waits for the file's lock, so none drops another's entry.
-    """
-    with locking.hold(run.calibration_lock, f"calibration of run {run.name}", wait=True):
-        if att is not None:
-            save_attributor(run.attribution(which), att)
-            calib["attribution"] = str(run.attribution(which).relative_to(run.folder))
-        try:
-            current = read_json(run.calibration, "") or {}
-        except PbnError:
-            current = {}  # a damaged calibration file is replaced by this evaluation's
-        current[which] = calib
-        write_text(run.calibration, json.dumps(current, indent=2))
 
 
 def evaluate_baseline(
@@ -91,7 +76,7 @@ def evaluate_baseline(
     data = CacheData(ws)
     rows = _rows_to_evaluate(data, split)
     folder = ws.baseline(name, split)
-    fit_splits = _calibration_splits(data)
+    fit_splits = fitting.calibration_splits(data)
     with locking.hold(folder.parent / f"{split}.lock", f"baseline {folder}"):
         progress.start(len(rows) + sum(len(data.split(s)) for s in fit_splits))
 
@@ -133,22 +118,6 @@ def _rows_to_evaluate(data: CacheData, split: str):
     return rows
 
 
-CALIBRATION_NOTE = ("no calib or val split with enough pairs: fitted on the training pairs, which flatters the "
-                     "threshold and makes p(same) overconfident on new artists")
-
-
-def background_rows(data: CacheData, most: int = BACKGROUND_MAX):
-    """The training paintings the attribution's gallery of trained hands, whitening and background come from:
-    all of them up to ``most``, else an even spread of each artist's (at least 4 each)."""
-    rows = data.split("train")
-    if len(rows) <= most:
-        return rows
-    per = max(4, most // max(len(np.unique(rows.labels)), 1))
-    pick = np.concatenate([idx[np.unique(np.linspace(0, len(idx) - 1, min(per, len(idx))).round().astype(int))]
-                           for idx in (np.flatnonzero(rows.labels == c) for c in np.unique(rows.labels))])
-    return rows[np.sort(pick)]
-
-
 def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: bool, progress: Progress) -> tuple[dict, dict]:
     """Each part's embeddings, from one pass over the model's store for all of them; and how many of each part's
     paintings this pass embedded (the others were stored)."""
@@ -161,26 +130,16 @@ def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: boo
     return embedded, {name: sum(i in missing for i in part.image_ids.astype(str)) for name, part in parts.items()}
 
 
-def _split(embedded: dict, parts: dict, name: str) -> Split:
-    part = parts[name]
-    return Split(embedded[name], part.artists, part.image_ids)
-
-
-def attribution_figures(embedded: dict, parts: dict, seed: int) -> tuple[Attributor, dict, dict]:
-    """The attribution model of the workspace (fitted on its training, val and calib paintings), and the figures
-    and pictures of both protocols (model/attribution.py; evaluation/attribution.py)."""
-    background, val, calib = (_split(embedded, parts, name) for name in ("background", "val", "calib"))
-    att = fit_attributor(background, val, calib, seed)
-    figures, pictures = unseen_figures(_split(embedded, parts, "eval"), att, seed)
-    ws_figures, ws_pictures = workspace_figures(background, val, calib, _split(embedded, parts, "test"), seed)
+def attribution_figures(embedded: dict, parts: dict, seed: int) -> tuple[AttributionModel, dict, dict]:
+    """The attribution model of the workspace, fitted on its training paintings (``background_rows``), its trained
+    hands' held-out paintings (val) and artists never trained on (calib) (answers/attribution_fitting.py), and the
+    figures and pictures of both protocols (evaluation/attribution.py)."""
+    background, val, calib, test = (paintings(embedded, parts, name) for name in ("background", "val", "calib", "test"))
+    att = fit_attribution(background, val, calib, seed)
+    figures, pictures = unseen_figures(paintings(embedded, parts, "eval"), att, seed)
+    ws_figures, ws_pictures = workspace_figures(background, val, calib, test, seed)
     figures.update(ws_figures)
     return att, figures, {"unseen": pictures, "workspace": ws_pictures}
-
-
-def _calibration_splits(data: CacheData) -> list[str]:
-    """Where the verdict is fitted: val (the training artists' held-out paintings: many hands) and calib (hands
-    never trained on), each weighing half (docs/metrics.md says why); train when neither has enough pairs."""
-    return [name for name in ("val", "calib") if _enough_pairs(data.split(name))] or ["train"]
 
 
 def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: dict) -> None:
@@ -202,6 +161,24 @@ def _check_sampling(n_triplets: int, group_size: int) -> None:
         raise InputError(f"--group-size must be at least 2 (pairs need two paintings), got {group_size}")
 
 
+def _load(ws: Workspace, run: Run, which: str, engine_name: str, device_name: str, progress: Progress):
+    """The checkpoint's trained model, and the device it embeds on (None: through its ONNX export)."""
+    model = trained.from_checkpoint(ws, run, which)
+    if engine_name == "onnx":
+        trained.attach_runtime(run, model, progress)
+        return model, None
+    return model, select_device(device_name)
+
+
+def _write_report(folder: Path, ws: Workspace, split: str, run: Run, which: str, model, data: CacheData,
+                  figures: dict, pictures: dict) -> None:
+    """report.md in the eval folder: the figures and where the time went, the pictures, the recipe, the baseline."""
+    counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"
+              for name in ("train", "val", "test") for part in [data.split(name)]}
+    report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {model.epoch})", figures,
+                        pictures, model.config.to_dict(), baseline_metrics(ws, split), counts, run.curves)
+
+
 def evaluate(
     ws: Workspace,
     *,
@@ -217,55 +194,43 @@ def evaluate(
     progress: Progress = SILENT,
 ) -> Evaluation:
     """Embed the split (from the model's embedding store, with ``engine_name``: torch or onnx), fit the verdict
-    calibration and the attribution model, write the eval folder; where the time went is in its figures."""
+    calibration and the attribution model (evaluation/fitting.py), measure, write the eval folder; where the time
+    went is in its figures."""
     _check_sampling(n_triplets, group_size)
     clock = Clock()
     run: Run = find_run(ws, run_name)
-    model = trained.from_checkpoint(ws, run, which)
-    device = None
-    if engine_name == "onnx":
-        trained.attach_runtime(run, model, progress)
-    else:
-        device = select_device(device_name)
+    model, device = _load(ws, run, which, engine_name, device_name, progress)
     clock.lap("loading the network" + (" (and its ONNX export)" if model.runtime else ""))
     data = CacheData(ws)
     rows = _rows_to_evaluate(data, split)
     folder = run.eval_folder(split, which)
     with locking.hold(folder.parent / f"{folder.name}.lock", f"evaluation {folder}"):
-        fit_splits = _calibration_splits(data)
+        fit_splits = fitting.calibration_splits(data)
         parts = {"eval": rows, "background": background_rows(data),
                  **{name: data.split(name) for name in {*fit_splits, "val", "calib", "test"}}}
         embedded, now = _embed(model, ws, data, parts, device, half, progress)
         clock.lap(f"embedding ({model.engine})")
-        emb = embedded["eval"]
-        calib = calibration.fit_parts([(embedded[s], parts[s].artists) for s in fit_splits], seed)
-        fit_split = "+".join(fit_splits)
-        calib.update(checkpoint=which, epoch=model.epoch, weights=model.fingerprint(), fitted_on=fit_split)
-        if fit_splits == ["train"]:
-            calib["note"] = CALIBRATION_NOTE
+        calib = fitting.fit_calibration(model, which, embedded, parts, fit_splits, seed)
         clock.lap("fitting the verdict calibration")
         att, attribution, attribution_pictures = attribution_figures(embedded, parts, seed)
         clock.lap("fitting and measuring attribution")
+        emb = embedded["eval"]
         pairs = metrics.pair_scores(emb, rows.artists, seed, group_size)  # shared by the figures and the pictures
         figures = compute_metrics(emb, rows.artists, seed, n_triplets, group_size, calib.get("threshold"), pairs=pairs)
         reliable, probabilities = calibration_figures(emb, rows.artists, calib, seed)
         figures.update(reliable, checkpoint=str(run.checkpoint(which).relative_to(ws.root)), epoch=model.epoch,
-                       split=split, run=run.name, calibration_fitted_on=fit_split, half=half)
+                       split=split, run=run.name, calibration_fitted_on=calib["fitted_on"], half=half)
         figures.update(attribution)
-        save_calibration(run, which, calib, att)
+        fitting.save_fitted(run, which, calib, att)
         clock.lap("figures with intervals")
         pictures = report.write_pictures(folder, emb, rows.artists, _Thumbnails(data, rows.rows), figures, seed, pairs,
                                          probabilities, attribution_pictures)
         clock.lap("pictures")
-        counts = {f"{name} split": f"{len(part)} paintings, {len(np.unique(part.labels))} artists"
-                  for name in ("train", "val", "test") for part in [data.split(name)]}
         figures["engine"] = model.engine
         timing = {"embedded_now": {k: int(v) for k, v in now.items()}, "embedded_of": {k: len(v) for k, v in
                                                                                        parts.items()},
                   "seconds": dict(clock.laps)}  # this eval's, not the run's: in time.json, apart from the figures
-        report.write_report(folder, f"Evaluation of run {run.name} ({which} checkpoint, epoch {model.epoch})",
-                            {**figures, **timing}, pictures, model.config.to_dict(), baseline_metrics(ws, split),
-                            counts, run.curves)
+        _write_report(folder, ws, split, run, which, model, data, {**figures, **timing}, pictures)
         _write_outputs(folder, rows, emb, figures, {"run": run.name, "checkpoint": which, "split": split})
         write_text(folder / "time.json", json.dumps(timing, indent=2))
         _project(run, f"{split}-{which}", emb, rows, data)

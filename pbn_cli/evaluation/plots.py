@@ -124,7 +124,7 @@ def reliability_diagram(p, same, ece: float, path: Path, bins: int = 10) -> None
     """Mean predicted p(same) against the observed share of same-artist pairs, per bin, with each bin's pairs."""
     import numpy as np
 
-    from pbn_cli.model.calibration import reliability
+    from pbn_cli.answers.calibration import reliability
 
     plt = pyplot()
     mass, conf, freq = reliability(np.asarray(p), np.asarray(same), bins=bins)

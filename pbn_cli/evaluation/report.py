@@ -11,7 +11,7 @@ import numpy as np
 from pbn_cli.core.atomic import write_text
 from pbn_cli.evaluation import plots
 from pbn_cli.evaluation.scores import ATTRIBUTION, FIGURES
-from pbn_cli.model import metrics
+from pbn_cli.answers import metrics
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pbn_cli.evaluation import bootstrap
-from pbn_cli.model import calibration, metrics
+from pbn_cli.answers import calibration, metrics
 
 #: the figures of docs/metrics.md: name in metrics.json, what a person calls it, what it means
 FIGURES = (

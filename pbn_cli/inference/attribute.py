@@ -4,7 +4,7 @@ one of three answers: the hand's name, "probably <hand>, uncertain", or "unknown
 The known hands are the artists of the workspace's paintings (all of them,
 or one split's: ``among``), embedded by the model's store; the scores, the
 probabilities and the answer rule are the attribution model `pbn eval`
-fitted (model/attribution.py). A query that is itself one of the
+fitted (answers/attribution.py). A query that is itself one of the
 workspace's paintings is left out of its own hand, as search leaves it out.
 """
 
@@ -22,10 +22,11 @@ from pbn_cli.core.errors import InputError
 from pbn_cli.core.pictures import pyplot, save_figure, short
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.workspace import Workspace
+from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData
 from pbn_cli.inference.search import Gallery, gallery, same_file
-from pbn_cli.model import attribution as scoring
-from pbn_cli.model.metrics import row_distances
+from pbn_cli.answers import attribution as scoring
+from pbn_cli.answers.metrics import row_distances
 from pbn_cli.model.trained import TrainedModel
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ CLOSEST = 3  # paintings shown for each proposed hand
 
 
 @dataclass
-class Hand:
+class Candidate:
+    """One proposed hand for a painting: the artist, its score and probability, and its paintings closest to it."""
+
     artist: str
     score: float
     probability: float
@@ -46,9 +49,11 @@ class Hand:
 
 @dataclass
 class Attribution:
+    """Who painted one query: the proposed hands, most likely first, p(unknown hand) and the three-way verdict."""
+
     query: str
-    hands: list[Hand]  # most likely first
-    verdict: str  # scoring.NAMED, scoring.PROBABLY or scoring.UNKNOWN (model/attribution.answer)
+    hands: list[Candidate]  # most likely first
+    verdict: str  # scoring.NAMED, scoring.PROBABLY or scoring.UNKNOWN (answers/attribution.verdicts)
     unknown_probability: float  # that none of the known hands painted it
     name_at: float  # p(top hand) from which a hand is named
 
@@ -71,19 +76,19 @@ class Attribution:
                            "closest": h.closest.drop(columns=["cache_row"]).to_dict("records")} for h in self.hands]}
 
 
-def check_request(model: TrainedModel, among: str, k: int) -> scoring.Attributor:
+def check_request(model: TrainedModel, among: str, k: int) -> scoring.AttributionModel:
     if among not in AMONG:
         raise InputError(f"--among must be one of {', '.join(AMONG)}, got {among!r}")
     if k < 1:
         raise InputError("-k must be at least 1")
-    if model.attributor is None and model.runtime is not None and model.source is None:  # an .onnx file
+    if model.attribution is None and model.runtime is not None and model.source is None:  # an .onnx file
         raise InputError(f"{model.runtime.path.name} is an ONNX model, which carries no attribution model, and the "
                          f"workspace has no run {model.name} evaluated with these weights: attribute with the run "
                          f"(--run {model.name}) or a .pt made by `pbn export {model.name} FILE.pt`")
-    if model.attributor is None or model.attributor.open_set is None:
+    if model.attribution is None or model.attribution.open_set is None:
         raise InputError(f"run {model.name} has no attribution model for its {model.which} checkpoint: `pbn eval "
                          f"--run {model.name}` fits it (it needs two artists with two paintings each, in calib, val or train)")
-    return model.attributor
+    return model.attribution
 
 
 def known_hands(g: Gallery, model: TrainedModel, among: str) -> scoring.KnownHands:
@@ -92,30 +97,33 @@ def known_hands(g: Gallery, model: TrainedModel, among: str) -> scoring.KnownHan
     if not len(pool):
         raise InputError(f"--among {among}: the workspace has no paintings in the {among} split")
     table = g.table.iloc[pool]
-    return scoring.known(model.attributor, g.emb[pool], table["artist"], table["image_id"])
+    return scoring.KnownHands.from_gallery(model.attribution, g.emb[pool], table["artist"], table["image_id"])
 
 
-def attribute_one(g: Gallery, hands: scoring.KnownHands, model: TrainedModel, name: str, query: np.ndarray, k: int,
+def attribute_one(g: Gallery, known: scoring.KnownHands, model: TrainedModel, name: str, query: np.ndarray, k: int,
                   itself: np.ndarray | None = None) -> Attribution:
     """One painting's hands; ``itself`` marks gallery rows that are the query's own file (left out of its hand)."""
     itself = np.zeros(len(g.table), bool) if itself is None else itself
     query_id = str(g.table["image_id"].iloc[np.flatnonzero(itself)[0]]) if itself.any() else ""
-    ranked = scoring.rank(model.attributor, hands, query, query_id)
+    ranked = scoring.rank(model.attribution, known, query, query_id)
     artists = g.table["artist"].to_numpy(str)
-    top = [Hand(str(a), float(s), float(p), _closest(g, np.flatnonzero((artists == a) & ~itself), query, model))
+    top = [Candidate(str(a), float(s), float(p), _closest(g, np.flatnonzero((artists == a) & ~itself), query, model))
            for a, s, p in zip(ranked.artists[:k], ranked.scores[:k], ranked.probabilities[:k])]
     return Attribution(name, top, ranked.answer, ranked.unknown_probability, ranked.name_at)
 
 
-def attribute(ws: Workspace, model: TrainedModel, images: list[Path], *, among: str = "all", k: int = 5,
+def attribute(ws: Workspace, model: TrainedModel, images: list, *, among: str = "all", k: int = 5,
               device: torch.device | None, g: Gallery | None = None, progress: Progress = SILENT) -> list[Attribution]:
-    """Each image's most likely hands among the workspace's artists, or "unknown hand"."""
+    """Each image's (a file, a PIL image or an array) most likely hands among the workspace's artists, or "unknown
+    hand"; a file that is one of the workspace's paintings is left out of its own hand."""
     check_request(model, among, k)
-    queries = [model.read(Path(image)) for image in images]  # a file that is not an image stops here, at once
+    names = [imaging.image_name(image, n) for n, image in enumerate(images)]
+    queries = [model.read(image, None if imaging.is_file(image) else name)  # a bad image stops here, at once
+               for image, name in zip(images, names)]
     g = g or gallery(ws, model, device, progress=progress)
-    hands = known_hands(g, model, among)
-    return [attribute_one(g, hands, model, Path(image).name, model.embed_one(pixels, device), k,
-                          same_file(ws, g.table, Path(image))) for image, pixels in zip(images, queries)]
+    known = known_hands(g, model, among)
+    return [attribute_one(g, known, model, name, model.embed_one(pixels, device), k, same_file(g, image))
+            for image, name, pixels in zip(images, names, queries)]
 
 
 def _closest(g: Gallery, rows: np.ndarray, query: np.ndarray, model: TrainedModel) -> pd.DataFrame:
@@ -128,7 +136,7 @@ def _closest(g: Gallery, rows: np.ndarray, query: np.ndarray, model: TrainedMode
     return out.reset_index(drop=True)
 
 
-def attribute_sheet(ws: Workspace, model: TrainedModel, images: list[Path], results: list[Attribution],
+def attribute_sheet(ws: Workspace, model: TrainedModel, images: list, results: list[Attribution],
                     path: Path, hands: int = 3) -> None:
     """One row per query: the query as the model sees it, then each proposed hand's closest painting."""
     plt = pyplot()
@@ -138,7 +146,7 @@ def attribute_sheet(ws: Workspace, model: TrainedModel, images: list[Path], resu
     for row, (image, result) in zip(axes, zip(images, results)):
         for ax in row:
             ax.axis("off")
-        row[0].imshow(model.read(Path(image)))
+        row[0].imshow(model.read(image))
         verdict = textwrap.shorten(result.answer, 52, placeholder="…")
         row[0].set_title(f"{short(result.query, 22)}\n→ {textwrap.fill(verdict, 28)}\n"
                          f"p(unknown hand) = {result.unknown_probability:.2f}", fontsize=9,

@@ -2,8 +2,10 @@
 
 ``embed`` is what `pbn embed` runs, also under torchrun: every rank embeds its
 share of the missing paintings' chunks and rank 0 writes them
-(model/store.py). ``stores`` describes every store of a workspace for
-`pbn index status`.
+(model/store.py), and then drops the rows of paintings no longer in the
+workspace (``Store.prune``, which keeps the store's index in step): the
+one place the store is rewritten. ``stores`` describes every store of a
+workspace for `pbn index status`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from pbn_cli.core import distributed
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import find_run
 from pbn_cli.core.workspace import Workspace
-from pbn_cli.data.cache import CacheData
+from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.inference import index
 from pbn_cli.model import trained
-from pbn_cli.model.store import CHUNK, open_store
+from pbn_cli.model.store import CHUNK, Store, all_stores
 
 
 @dataclass
@@ -49,7 +51,7 @@ def embed(ws: Workspace, *, run_name: str | None = None, which: str = "best", de
         done = model.fill(ws, data, rows, device, half=half, progress=progress, dist=dist, chunk=chunk)
         store = model.store(ws, half)
         if dist.primary:
-            store.prune(rows)
+            _prune(store, rows)
         return Embedded(model.name, done, len(rows), time.monotonic() - t0, store.folder, dist.world)
     finally:
         distributed.teardown(dist)
@@ -65,21 +67,24 @@ def _embed_alone(ws: Workspace, run_name: str | None, which: str, half: bool, ch
     rows = data.split("all")
     done = model.fill(ws, data, rows, None, half=half, progress=progress, chunk=chunk)
     store = model.store(ws, half)
-    store.prune(rows)
+    _prune(store, rows)
     return Embedded(model.name, done, len(rows), time.monotonic() - t0, store.folder, 1)
+
+
+def _prune(store: Store, rows: SplitRows) -> None:
+    """Drop the store's rows of paintings not among ``rows`` (when they are most of it), its index following."""
+    store.prune(rows, followers=[index.StoredIndex(store)])
 
 
 def stores(ws: Workspace) -> list[dict]:
     """Every embedding store of the workspace: what it comes from, how much of the workspace it holds, its index."""
-    folders = sorted(p for p in ws.embeddings.iterdir() if p.is_dir()) if ws.embeddings.is_dir() else []
-    rows = CacheData(ws).split("all") if folders else None
+    found = all_stores(ws)
+    rows = CacheData(ws).split("all") if found else None
     out = []
-    for folder in folders:
-        store = open_store(folder)
+    for store in found:
         keys = store.keys()
         alive = int((~store.missing(rows)).sum()) if rows is not None else 0
-        size = sum(p.stat().st_size for p in store.chunks())
-        out.append({"store": folder.name, **store.description(), "stored": int(len(keys)), "workspace": len(rows),
-                    "of_the_workspace": alive, "chunks": len(store.chunks()), "engines": store.engines(), "megabytes": round(size / 2**20, 1),
-                    "index": index.status(store)})
+        out.append({"store": store.folder.name, **store.description(), "stored": int(len(keys)), "workspace": len(rows),
+                    "of_the_workspace": alive, "chunks": len(store.chunks()), "engines": store.engines(),
+                    "megabytes": round(store.size() / 2**20, 1), "index": index.status(store)})
     return out

@@ -18,14 +18,22 @@ if TYPE_CHECKING:
 
 @dataclass
 class Verdict:
+    """The answer to "same artist?": the embeddings' distance against the run's calibrated threshold, and the
+    probability of the same artist."""
+
     distance: float
     threshold: float
     same_artist_probability: float
     same_artist: bool
     run: str
 
+    @property
+    def words(self) -> str:
+        """The verdict in words: same artist, or different artists."""
+        return "same artist" if self.same_artist else "different artists"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "words": self.words}
 
 
 def verdict(model: TrainedModel, a: np.ndarray, b: np.ndarray) -> Verdict:
@@ -44,10 +52,9 @@ def verdict_sheet(model: TrainedModel, a: Path, b: Path, verdict: Verdict, path:
     """The two paintings side by side with the verdict (as the model saw them)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.9))
-    for ax, p in zip(axes, (a, b)):
-        ax.imshow(imaging.load_rgb(str(p), model.image_size, model.fit))
-        ax.set(xticks=[], yticks=[], title=Path(p).name[:40])
-    word = "same artist" if verdict.same_artist else "different artists"
-    fig.suptitle(f"{word}: p(same) = {verdict.same_artist_probability:.2f}, distance {verdict.distance:.3f} "
+    for n, (ax, p) in enumerate(zip(axes, (a, b))):
+        ax.imshow(model.read(p))
+        ax.set(xticks=[], yticks=[], title=imaging.image_name(p, n)[:40])
+    fig.suptitle(f"{verdict.words}: p(same) = {verdict.same_artist_probability:.2f}, distance {verdict.distance:.3f} "
                  f"(threshold {verdict.threshold:.3f})", color="tab:green" if verdict.same_artist else "tab:red")
     save_figure(fig, path)

@@ -40,7 +40,7 @@ import numpy as np
 from pbn_cli.core.errors import InputError
 from pbn_cli.core.pictures import pyplot, save_figure, short
 from pbn_cli.data import imaging
-from pbn_cli.model import calibration
+from pbn_cli.answers import calibration
 from pbn_cli.model.trained import TrainedModel
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def tiles_of(model: TrainedModel, pixels: np.ndarray, device: torch.device | Non
     if model.tiles is not None:  # the onnx engine's tile graph: the same embeddings, without torch
         emb = model.tiles.embed(crops)
     else:
-        from pbn_cli.model.embed import embed_images
+        from pbn_cli.networks.embed import embed_images
 
         emb = embed_images(model.network(device), lambda idx: crops[idx], len(crops), device)
     if whole is None:

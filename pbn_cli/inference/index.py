@@ -1,9 +1,11 @@
 """A FAISS index over a model's embedding store, for collections where exact search is no longer quick.
 
-Built once per store and kept beside it (``index.faiss``, ``index.json``,
-``index-ids.npy``); when the store grows, the new paintings are added to it
-(nothing is trained again); when many of its paintings are gone (cleaned
-away), it is built anew. The index is IVF with 8-bit scalar quantisation on
+Built once per store and kept beside it (``StoredIndex``: ``index.faiss``,
+``index.json``, ``index-ids.npy``). It names the store's rows by their ids
+(``Store.ids``) and follows the store (``store.StoreFollower``): when the
+store grows, the new paintings are added to it (nothing is trained again);
+when the store rewrites its chunks, their ids are renumbered; when many of
+its paintings are gone (cleaned away), it is built anew. The index is IVF with 8-bit scalar quantisation on
 L2 distances, pbn's own: k-means cells fitted on a sample of the store, each
 vector in its nearest cell at a byte a dimension; a query scans the
 ``nprobe`` cells nearest to it, and its best candidates are measured again
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pbn_cli.core.atomic import atomic_path, read_json, write_text
-from pbn_cli.core.errors import InputError
+from pbn_cli.core.errors import InputError, PbnError
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.inference.search import Gallery, exact_nearest, rerank
 from pbn_cli.model.store import Store
@@ -47,63 +49,122 @@ def _faiss():
     return faiss
 
 
-def store_ids(store: Store, g: Gallery) -> np.ndarray:
-    """A stable id for each gallery row: its chunk's number and its row within the chunk."""
-    at = store.where_keys(g.table["image_id"].to_numpy(str), g.table["digest"].to_numpy(str))
-    return at["chunk"].str[5:11].astype(np.int64).to_numpy() * 2**20 + at["row"].to_numpy(np.int64)
+def _positions(among: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of ``wanted`` is in ``among`` (values unique), -1 where it is not."""
+    if not len(among):
+        return np.full(len(wanted), -1, np.int64)
+    order = np.argsort(among, kind="stable")
+    at = order[np.minimum(np.searchsorted(among, wanted, sorter=order), len(among) - 1)]
+    return np.where(among[at] == wanted, at, -1)
+
+
+def gallery_ids(g: Gallery, store: Store) -> np.ndarray:
+    """The store id (``Store.ids``) of each gallery row; one line when a painting is not stored."""
+    ids = store.ids(g.table["image_id"].to_numpy(str), g.table["digest"].to_numpy(str))
+    if (ids < 0).any():
+        first = g.table["image_id"].iloc[int(np.flatnonzero(ids < 0)[0])]
+        raise PbnError(f"painting {first} is not in the embedding store {store.folder}; embed it first (`pbn embed`)")
+    return ids
 
 
 @dataclass
 class FaissIndex:
+    """The index ready to search: its FAISS labels are positions in ``held``."""
+
     index: object  # faiss.IndexIVFScalarQuantizer
     ids: np.ndarray  # the store id of each gallery row
+    held: np.ndarray  # the store id of each of the index's vectors, by its label (-1: gone from the store)
     nprobe: int
     about: dict
 
     def __post_init__(self):
-        self._row_of = dict(zip(self.ids.tolist(), range(len(self.ids))))
+        self._row = _positions(self.ids, self.held)  # each vector's gallery row (-1: not in the gallery)
 
     def __call__(self, g: Gallery, queries: np.ndarray, k: int, keep: np.ndarray | None = None):
         """As ``search.exact_nearest``: (gallery rows, squared distances), nearest first; -1 / inf past the end."""
         faiss = _faiss()
         q = np.ascontiguousarray(queries, np.float32).reshape(-1, g.emb.shape[1])
         params = faiss.SearchParametersIVF(nprobe=self.nprobe)
-        allowed = self.ids if keep is None else self.ids[keep]
-        if keep is not None or len(allowed) < self.index.ntotal:
-            params.sel = faiss.IDSelectorBatch(allowed)
+        live = self._row >= 0
+        if keep is not None:
+            live &= keep[np.maximum(self._row, 0)]
+        if not live.all():  # stale vectors and rows not asked for are never candidates
+            params.sel = faiss.IDSelectorBatch(np.flatnonzero(live).astype(np.int64))
         _, found = self.index.search(q, min(k * RERANK, max(k, self.index.ntotal)), params=params)
-        rows = np.array([[self._row_of.get(int(i), -1) for i in line] for line in found], np.int64).reshape(len(q), -1)
+        rows = np.where(found >= 0, self._row[np.maximum(found, 0)], -1).astype(np.int64).reshape(len(q), -1)
         rows, d = rerank(g, q, rows, rows >= 0)
         return rows[:, :k], d[:, :k]
 
 
-def _paths(store: Store):
-    return store.folder / "index.faiss", store.folder / "index.json", store.folder / "index-ids.npy"
+@dataclass
+class StoredIndex:
+    """A store's FAISS index on disk, beside its chunks: ``index.faiss`` (the cells and 8-bit vectors, each under
+    its position), ``index-ids.npy`` (each position's store id) and ``index.json`` (what it is, for `pbn index
+    status`). It follows the store (``store.StoreFollower``): a rewrite of the store renumbers the ids only."""
+
+    store: Store
+
+    @property
+    def files(self):
+        folder = self.store.folder
+        return folder / "index.faiss", folder / "index.json", folder / "index-ids.npy"
+
+    def about(self) -> dict | None:
+        """What ``index.json`` says (None when there is no index)."""
+        return read_json(self.files[1], "delete it and run `pbn index build` again")
+
+    def held(self) -> np.ndarray | None:
+        """The store id of each of the index's vectors (-1: gone), None when there is no index of this kind."""
+        path, _, ids_path = self.files
+        about = self.about()
+        if about is None or about.get("labels") != "positions" or not path.exists() or not ids_path.exists():
+            return None  # none, or one from before its labels were positions: built anew
+        return np.load(ids_path)
+
+    def renumber(self, old: np.ndarray, new: np.ndarray) -> None:
+        """The store's row ``old[i]`` is now ``new[i]``; rows not in ``old`` are gone (and never answer)."""
+        held = self.held()
+        if held is None:
+            return
+        at = _positions(np.asarray(old, np.int64), held)
+        held = np.where(at >= 0, np.asarray(new, np.int64)[np.maximum(at, 0)], -1)
+        about = {**self.about(), "paintings": int((held >= 0).sum()), "renumbered": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self._write_ids(held)
+        write_text(self.files[1], json.dumps(about, indent=2))
+
+    def save(self, index, held: np.ndarray, about: dict) -> None:
+        with atomic_path(self.files[0]) as tmp:
+            _faiss().write_index(index, str(tmp))
+        self._write_ids(held)
+        write_text(self.files[1], json.dumps({**about, "labels": "positions"}, indent=2))
+
+    def _write_ids(self, held: np.ndarray) -> None:
+        with atomic_path(self.files[2]) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, held)
 
 
 def status(store: Store) -> dict | None:
     """What ``index.json`` says of the store's index (None when there is none)."""
-    return read_json(_paths(store)[1], "delete it and run `pbn index build` again")
+    return StoredIndex(store).about()
 
 
 def load_or_build(g: Gallery, store: Store, *, nprobe: int | None = None, progress: Progress = SILENT) -> FaissIndex:
     """The store's index, extended with the gallery's paintings it lacks, or built (and tuned) when it has none."""
     faiss = _faiss()
-    path, about_path, ids_path = _paths(store)
-    ids = store_ids(store, g)
-    about = status(store)
-    if about is not None and path.exists() and ids_path.exists():
-        index = faiss.read_index(str(path))
-        held = np.load(ids_path)
-        dead = ~np.isin(held, ids)
-        if dead.mean() <= REBUILD_DEAD if len(held) else True:
-            new = ~np.isin(ids, held)
-            if new.any():
-                progress.message(f"index: adding {int(new.sum()):,} paintings to the FAISS index")
-                index.add_with_ids(g.emb[new], ids[new])
-                held = np.concatenate([held, ids[new]])
-                _save(store, index, held, {**about, "paintings": int(len(held)), "updated": time.strftime("%Y-%m-%d %H:%M:%S")})
-            return FaissIndex(index, ids, nprobe or about["nprobe"], about)
+    stored = StoredIndex(store)
+    ids = gallery_ids(g, store)
+    held = stored.held()
+    if held is not None and (not len(held) or (~np.isin(held, ids)).mean() <= REBUILD_DEAD):
+        index, about = faiss.read_index(str(stored.files[0])), stored.about()
+        new = ~np.isin(ids, held)
+        if new.any():
+            progress.message(f"index: adding {int(new.sum()):,} paintings to the FAISS index")
+            index.add_with_ids(g.emb[new], np.arange(len(held), len(held) + int(new.sum()), dtype=np.int64))
+            held = np.concatenate([held, ids[new]])
+            about = {**about, "paintings": int((held >= 0).sum()), "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+            stored.save(index, held, about)
+        return FaissIndex(index, ids, held, nprobe or about["nprobe"], about)
     return build(g, store, ids, nprobe=nprobe, progress=progress)
 
 
@@ -122,17 +183,17 @@ def build(g: Gallery, store: Store, ids: np.ndarray, *, nprobe: int | None = Non
     index.train(np.ascontiguousarray(sample))
     progress.start(n, description="index: adding paintings", unit="paintings")
     for start in range(0, n, 65_536):
-        index.add_with_ids(g.emb[start : start + 65_536], ids[start : start + 65_536])
+        index.add_with_ids(g.emb[start : start + 65_536], np.arange(start, min(start + 65_536, n), dtype=np.int64))
         progress.advance(min(65_536, n - start))
     built = time.monotonic() - t0
-    probe, recall = tune(FaissIndex(index, ids, 1, {}), g, seed=seed) if nprobe is None else (nprobe, None)
+    probe, recall = tune(FaissIndex(index, ids, ids, 1, {}), g, seed=seed) if nprobe is None else (nprobe, None)
     if recall is None:
-        recall = recall_at_10(FaissIndex(index, ids, probe, {}), g, seed=seed)
+        recall = recall_at_10(FaissIndex(index, ids, ids, probe, {}), g, seed=seed)
     about = {"kind": "IVF + 8-bit scalar quantisation (FAISS)", "cells": cells, "nprobe": probe, "recall_at_10": recall,
              "paintings": int(n), "dimensions": int(dim), "build_seconds": round(built, 1),
              "built": time.strftime("%Y-%m-%d %H:%M:%S")}
-    _save(store, index, ids, about)
-    return FaissIndex(index, ids, probe, about)
+    StoredIndex(store).save(index, ids, about)
+    return FaissIndex(index, ids, ids, probe, about)
 
 
 def recall_at_10(finder: FaissIndex, g: Gallery, queries: int = 200, seed: int = 0) -> float:
@@ -156,17 +217,6 @@ def tune(finder: FaissIndex, g: Gallery, seed: int = 0) -> tuple[int, float]:
         if recall >= TARGET_RECALL or probe >= cells:
             return probe, recall
         probe = min(cells, probe * 2)
-
-
-def _save(store: Store, index, ids: np.ndarray, about: dict) -> None:
-    faiss = _faiss()
-    path, about_path, ids_path = _paths(store)
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
-    with atomic_path(ids_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, ids)
-    write_text(about_path, json.dumps(about, indent=2))
 
 
 def finder_for(kind: str, g: Gallery, store: Store, progress: Progress = SILENT):

@@ -25,7 +25,7 @@ import pyarrow.csv as pa_csv
 from pbn_cli.core.atomic import atomic_path
 from pbn_cli.core.errors import InputError
 from pbn_cli.core.progress import SILENT, Progress
-from pbn_cli.model import calibration
+from pbn_cli.answers import calibration
 
 FILL = 0.5  # the probability of a pair whose image is missing, with --missing fill
 CHUNK = 4_000_000  # pairs scored and written at a time

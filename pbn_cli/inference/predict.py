@@ -154,7 +154,7 @@ def embed_distinct(model, n: int, full: dict[int, str], device, cache: EmbedCach
             if net is None:
                 z = model.runtime.embed(pixels)
             else:
-                from pbn_cli.model.embed import embed_images
+                from pbn_cli.networks.embed import embed_images
 
                 z = embed_images(net, lambda idx: pixels[idx], len(pixels), device)
             for c, v in zip(codes, z):

@@ -2,18 +2,21 @@
 
 The workspace's embeddings come from the model's embedding store
 (model/store.py): each painting is embedded once per model, and only the
-paintings added since are embedded by the next search. Exact search is
-float32 matrix products in bounded chunks (``exact_nearest``); above
-``index.AUTO_ROWS`` paintings, or with ``--index faiss``, a FAISS index
-(inference/index.py) answers instead. ``--where`` filters by the
-workspace's columns (inference/filters.py).
+paintings added since are embedded by the next search. A search reads only
+the workspace's paintings from the store, so rows kept there for paintings
+gone (or cached anew) never answer, and it never rewrites the store: `pbn
+embed` drops such rows (``Store.prune``). Exact search is float32 matrix
+products in bounded chunks (``exact_nearest``); above ``index.AUTO_BYTES``
+of embeddings, or with ``--index faiss``, a FAISS index (inference/index.py)
+answers instead. ``--where`` filters by the workspace's columns
+(inference/filters.py).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +30,7 @@ from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData
 from pbn_cli.data.paths import painting_files
-from pbn_cli.model.metrics import row_distances
+from pbn_cli.answers.metrics import row_distances
 from pbn_cli.model.trained import TrainedModel
 
 if TYPE_CHECKING:
@@ -45,7 +48,7 @@ class Gallery:
 
     table: pd.DataFrame
     emb: np.ndarray
-    store: Path | None = None  # the embedding store they came from
+    files: dict[str, str] = field(default_factory=dict)  # each painting's original file, by image_id (when found)
 
     def __post_init__(self):
         self._sq = None
@@ -65,13 +68,15 @@ class SearchResult:
 
 def gallery(ws: Workspace, model: TrainedModel, device: torch.device | None, *, half: bool = False,
             progress: Progress = SILENT) -> Gallery:
-    """Every cached painting with its embedding from the model's store (only paintings not stored yet are embedded)."""
+    """Every cached painting with its embedding from the model's store (only paintings not stored yet are embedded,
+    and nothing stored is rewritten: stale rows are left out because only the workspace's paintings are read)."""
     data = CacheData(ws)
-    rows = data.split("all")
-    emb = model.embeddings(ws, data, rows, device, half=half, progress=progress)
-    store = model.store(ws, half)
-    store.prune(rows)
-    return Gallery(data.table.reset_index(drop=True), emb, store.folder)
+    emb = model.embeddings(ws, data, data.split("all"), device, half=half, progress=progress)
+    try:
+        files = painting_files(ws)
+    except InputError:  # the image folder moved: no query is taken for one of its files
+        files = {}
+    return Gallery(data.table.reset_index(drop=True), emb, files)
 
 
 def exact_nearest(g: Gallery, queries: np.ndarray, k: int, keep: np.ndarray | None = None,
@@ -143,28 +148,27 @@ def nearest(g: Gallery, model: TrainedModel, query: np.ndarray, *, k: int, split
     return SearchResult(near.reset_index(drop=True), Counter(near["artist"]).most_common())
 
 
-def same_file(ws: Workspace, table: pd.DataFrame, query: Path) -> np.ndarray:
-    """Rows whose file is the query file itself."""
-    try:
-        files = painting_files(ws)
-    except InputError:
-        return np.zeros(len(table), bool)
+def same_file(g: Gallery, query) -> np.ndarray:
+    """Gallery rows whose file is the query file itself (none for a picture in memory)."""
+    if not imaging.is_file(query):
+        return np.zeros(len(g.table), bool)
     real = os.path.realpath(query)
-    mine = {i for i, p in files.items() if os.path.realpath(p) == real}
-    return table["image_id"].astype(str).isin(mine).to_numpy()
+    mine = {i for i, p in g.files.items() if os.path.realpath(p) == real}
+    return g.table["image_id"].astype(str).isin(mine).to_numpy()
 
 
-def search(ws: Workspace, model: TrainedModel, *, image: Path, k: int = 10, split: str = "all",
+def search(ws: Workspace, model: TrainedModel, *, image, k: int = 10, split: str = "all",
            where: np.ndarray | None = None, device: torch.device | None, half: bool = False, finder=None,
            progress: Progress = SILENT, g: Gallery | None = None) -> SearchResult:
+    """The ``k`` paintings nearest to ``image`` (a file, a PIL image or an array), the query's own file left out."""
     check_request(k, split)
-    query = model.embed_files([Path(image)], device)[0]
+    query = model.embed_one(model.read(image), device)
     g = g or gallery(ws, model, device, half=half, progress=progress)
-    return nearest(g, model, query, k=k, split=split, leave_out=same_file(ws, g.table, Path(image)), where=where,
+    return nearest(g, model, query, k=k, split=split, leave_out=same_file(g, image), where=where,
                    finder=finder)
 
 
-def search_sheet(ws: Workspace, model: TrainedModel, image: Path, result: SearchResult, path: Path) -> None:
+def search_sheet(ws: Workspace, model: TrainedModel, image, result: SearchResult, path: Path) -> None:
     """The query and its neighbours as the model saw them, with artists and distances."""
     plt = pyplot()
     data = CacheData(ws)
@@ -174,8 +178,8 @@ def search_sheet(ws: Workspace, model: TrainedModel, image: Path, result: Search
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    axes[0, 0].imshow(imaging.load_rgb(str(image), model.image_size, model.fit))
-    axes[0, 0].set_title(f"query\n{short(Path(image).name, 20)}", fontsize=8)
+    axes[0, 0].imshow(model.read(image))
+    axes[0, 0].set_title(f"query\n{short(imaging.image_name(image), 20)}", fontsize=8)
     for k, row in enumerate(result.neighbours.itertuples(), start=1):
         ax = axes[k // cols, k % cols]
         ax.imshow(np.asarray(data.images[row.cache_row]))

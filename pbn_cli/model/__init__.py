@@ -1,1 +1,1 @@
-"""Networks and what they give: backbones, embedder, losses and mining, views, embedding, metrics, calibration, checkpoints, trained models."""
+"""A trained model and its storage: checkpoints, the embedding store, the onnx engine and its export, TrainedModel."""

@@ -2,7 +2,7 @@
 
 Two engines give the same embeddings, within ``TOLERANCE`` of each other:
 
-- ``torch``: the run's network (model/embedder.py) on any device;
+- ``torch``: the run's network (networks/embedder.py) on any device;
 - ``onnx``: the same network exported once to ONNX (model/onnx_model.py)
   and run by onnxruntime on the CPU, 1.7-3.6x faster there than PyTorch
   (docs/benchmarks.md), with a start-up that imports neither torch nor

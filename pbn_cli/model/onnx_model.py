@@ -34,15 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pbn_cli
 from pbn_cli.core.atomic import atomic_path
+from pbn_cli.core.version import VERSION
 from pbn_cli.core.errors import PbnError
 from pbn_cli.core.extras import require
-from pbn_cli.model.embed import embed_images
-from pbn_cli.model.embedder import Embedder
+from pbn_cli.networks.embed import embed_images
+from pbn_cli.networks.embedder import Embedder
 from pbn_cli.model.engine import (FORMAT, INPUT, KIND, MODULES, OUTPUT, TILE_INPUT, TILE_KIND, TOLERANCE, Runtime,
                                   first_line, open_runtime, open_tiles)
-from pbn_cli.model.views import grid_views, to_float, views_per_painting
+from pbn_cli.networks.views import grid_views, to_float, views_per_painting
 
 OPSET = 18  # what torch's exporter writes natively (no version conversion); onnxruntime >= 1.14 runs it
 PROBES = 3  # random paintings each export is checked on
@@ -107,7 +107,7 @@ def metadata(model) -> dict[str, str]:
     round-trip)."""
     c, cal, side = model.config.model, model.calibration, model.image_size
     meta = {
-        "pbn.kind": KIND, "pbn.format": str(FORMAT), "pbn.version": pbn_cli.__version__,
+        "pbn.kind": KIND, "pbn.format": str(FORMAT), "pbn.version": VERSION,
         "pbn.run": model.name, "pbn.checkpoint": model.which, "pbn.epoch": str(model.epoch),
         "pbn.weights": model.fingerprint(), "pbn.backbone": c.backbone,
         "pbn.image_size": str(side), "pbn.fit": model.fit, "pbn.view": c.view, "pbn.input_size": str(c.input_size),

@@ -19,16 +19,16 @@ from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model.checkpoint import weights_digest
-from pbn_cli.model.embed import embed_images
-from pbn_cli.model.embedder import Embedder
-from pbn_cli.model.store import CHUNK, Store, model_store
+from pbn_cli.networks.embed import embed_images
+from pbn_cli.networks.embedder import Embedder
+from pbn_cli.model.store import CHUNK, Store, model_store, pretrained_store
 
 
 def copy_store(ws: Workspace, network: Embedder, data: CacheData) -> Store:
     """The store of the copy's mean features, keyed by its weights and everything that shapes what it sees."""
     c = network.config
     geometry = json.dumps([c.backbone, c.input_size, c.view, c.levels, c.mean, c.std, data.size, data.fit])
-    store = Store(ws.embeddings / f"copy-{weights_digest(network.kept.state_dict(), geometry)}")
+    store = pretrained_store(ws, weights_digest(network.kept.state_dict(), geometry))
     store.describe({"model": f"the untouched pretrained copy of {c.backbone}", "embedding": "mean features of the "
                     "painting's views (centred and weighted when a run's embedding is made)", "levels": c.levels})
     return store
@@ -79,4 +79,3 @@ def fill_store(ws: Workspace, network: Embedder, key: str, data: CacheData, rows
                                                          copy=copies.read(part) if copies else None),
                       chunk=chunk, dist=dist, progress=progress, description="the run's network")
     return store, done
-

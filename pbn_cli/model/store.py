@@ -5,10 +5,20 @@
 painting is keyed by its id and the digest of its cached pixels: paintings
 ingested later are the only ones embedded next time, a painting cached
 anew with other pixels is embedded again, and paintings cleaned away are
-never asked for (``prune`` drops them from disk). A pass killed at any
-moment leaves whole chunks; the next pass embeds only what is missing, in
-the same chunks and batches, so the store ends exactly as an uninterrupted
-pass leaves it.
+never asked for: readers read only the rows they ask for, so stale rows
+are filtered out on read, and the store's writers drop them from disk
+(``prune``, run by `pbn embed`; a search never rewrites the store). A pass
+killed at any moment leaves whole chunks; the next pass embeds only what
+is missing, in the same chunks and batches, so the store ends exactly as
+an uninterrupted pass leaves it.
+
+This module is the one place that knows the layout: the folders' names
+(``model_store``, ``pretrained_store``, ``open_store``, ``all_stores``), the
+chunks' names and metadata, and a stored row's id (``Store.ids``: its
+chunk's number and its row within it). What is kept beside a store and
+names its rows by those ids (the vector index, inference/index.py)
+implements ``StoreFollower``, and the store keeps it in step when it
+rewrites its chunks.
 
 One writer at a time: a second one waits for the first and then finds
 less to do. Readers take no lock (every file appears whole). Under
@@ -24,10 +34,11 @@ from __future__ import annotations
 import json
 import re
 from contextlib import nullcontext
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -43,18 +54,50 @@ from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import SplitRows
 
 CHUNK = 512  # paintings a chunk file holds: the most a killed pass can lose
-HALF = "-f16"  # the name ending of a float16 store
+_HALF = "-f16"  # the name ending of a float16 store
+_COPY = "copy-"  # the name beginning of the store of a run's untouched pretrained copy
 _PART = re.compile(r"^part-(\d{6})\.parquet$")
+_ROWS = 2**20  # rows a chunk may hold: a row's id is its chunk's number times this, plus its row
+
+
+@runtime_checkable
+class StoreFollower(Protocol):
+    """What a follower of a store must implement: anything kept beside a store that names the store's rows by
+    their ids (``Store.ids``), as the vector index does (``inference.index.StoredIndex``).
+
+    Appending chunks never changes an id, so a follower catches up with new rows whenever it next reads the
+    store. A rewrite (``Store.prune``) moves the rows it keeps into new chunks, and so to new ids, and drops the
+    rest: the store then calls ``renumber``, so that the follower stays in step without being built again.
+    """
+
+    def renumber(self, old: np.ndarray, new: np.ndarray) -> None:
+        """The store's row ``old[i]`` is now row ``new[i]``; a row whose id is not in ``old`` is gone."""
 
 
 def model_store(ws: Workspace, key: str, half: bool = False) -> Store:
     """The store of the model whose weights ``key`` names (float16 with ``half``: a store of its own)."""
-    return Store(ws.embeddings / (key + (HALF if half else "")), half)
+    return Store(ws.embeddings / (key + (_HALF if half else "")), half)
+
+
+def pretrained_store(ws: Workspace, key: str) -> Store:
+    """The store of an untouched pretrained copy whose weights and geometry ``key`` names (shared by runs)."""
+    return Store(ws.embeddings / (_COPY + key))
 
 
 def open_store(folder: Path) -> Store:
     """The store in ``folder``, float16 or not as its name says."""
-    return Store(folder, folder.name.endswith(HALF))
+    return Store(folder, folder.name.endswith(_HALF))
+
+
+def all_stores(ws: Workspace) -> list[Store]:
+    """Every embedding store of the workspace, by name."""
+    folders = sorted(p for p in ws.embeddings.iterdir() if p.is_dir()) if ws.embeddings.is_dir() else []
+    return [open_store(folder) for folder in folders]
+
+
+def _number(chunk: str) -> int:
+    """A chunk file's number, from its name."""
+    return int(_PART.match(chunk).group(1))
 
 
 @dataclass
@@ -95,6 +138,10 @@ class Store:
     def chunks(self) -> list[Path]:
         return sorted(p for p in self.folder.glob("part-*.parquet") if _PART.match(p.name)) if self.folder.is_dir() else []
 
+    def size(self) -> int:
+        """Bytes the chunks take on disk."""
+        return sum(p.stat().st_size for p in self.chunks())
+
     # -- reading -------------------------------------------------------------------------------------------------
     def keys(self) -> pd.DataFrame:
         """Every stored row: image_id, digest, the chunk file and the row within it (the first copy of a key wins)."""
@@ -123,6 +170,22 @@ class Store:
         """A mask of the ``rows`` not stored yet."""
         return self.where(rows)["chunk"].isna().to_numpy()
 
+    def stale(self, alive: SplitRows) -> np.ndarray:
+        """A mask of the stored rows (``keys()``) not among ``alive``: paintings gone, or cached anew since."""
+        asked = pd.MultiIndex.from_arrays([alive.image_ids.astype(str), alive.digests.astype(str)])
+        return ~self.keys().set_index(["image_id", "digest"]).index.isin(asked)
+
+    def ids(self, image_ids: np.ndarray, digests: np.ndarray) -> np.ndarray:
+        """Each asked painting's stored row as one int64 id (-1 where it is not stored): its chunk's number times
+        2**20, plus its row within the chunk. Appending chunks never changes an id; a rewrite (``prune``) does, and
+        tells the store's followers (``StoreFollower``)."""
+        at = self.where_keys(image_ids, digests)
+        stored = at["chunk"].notna().to_numpy()
+        out = np.full(len(at), -1, np.int64)
+        numbers = at.loc[stored, "chunk"].map(_number).to_numpy(np.int64)
+        out[stored] = numbers * _ROWS + at.loc[stored, "row"].to_numpy(np.int64)
+        return out
+
     def read(self, rows: SplitRows) -> np.ndarray:
         """The stored embeddings of ``rows``, in their order, as float32 (n, D); memory: the result and one chunk."""
         at = self.where(rows)
@@ -144,7 +207,9 @@ class Store:
     # -- writing -------------------------------------------------------------------------------------------------
     def write(self, rows: SplitRows, emb: np.ndarray, engine: str = "torch") -> None:
         """One chunk file with ``rows``' embeddings computed by ``engine`` (under the store's lock)."""
-        numbers = [int(_PART.match(p.name).group(1)) for p in self.chunks()]
+        if len(rows) > _ROWS:
+            raise PbnError(f"a chunk of the embedding store holds at most {_ROWS:,} paintings, not {len(rows):,}")
+        numbers = [_number(p.name) for p in self.chunks()]
         path = self.folder / f"part-{max(numbers, default=-1) + 1:06d}.parquet"
         values = np.ascontiguousarray(emb, np.float16 if self.half else np.float32)
         width = values.shape[1] * values.itemsize
@@ -168,8 +233,14 @@ class Store:
         from the missing paintings in cache order, so a resumed pass cuts the
         chunks an uninterrupted one would have. Under torchrun every rank
         calls this; rank r embeds chunks r, r + world, ... and rank 0 writes.
+        A store that holds every one of ``rows`` is left untouched, its lock
+        included.
         """
         rows = rows[np.argsort(rows.rows, kind="stable")]
+        if dist.primary:
+            self._keys = None
+        if broadcast_object(dist, not (self.missing(rows).any() or self.damaged) if dist.primary else None):
+            return 0
         lock = locking.hold(self.lock, f"embedding store {self.folder}", wait=True) if dist.primary else nullcontext()
         with lock:
             if dist.primary:
@@ -195,23 +266,33 @@ class Store:
         self._keys = None
         return len(todo)
 
-    def prune(self, alive: SplitRows) -> int:
-        """Rewrite the store without the paintings not in ``alive`` when they are most of it; rows dropped."""
-        keys = self.keys()
-        dead = ~keys.set_index(["image_id", "digest"]).index.isin(
-            pd.MultiIndex.from_arrays([alive.image_ids.astype(str), alive.digests.astype(str)]))
-        if len(self.chunks()) < 2 or dead.sum() * 2 <= len(keys):
-            return 0
-        engine = "+".join(sorted(self.engines())) or "torch"
+    def prune(self, alive: SplitRows, followers: Iterable[StoreFollower] = ()) -> int:
+        """Rewrite the store without the rows not in ``alive`` when they are most of it, and tell ``followers``
+        where the kept rows went; how many rows were dropped.
+
+        For the store's writers (`pbn embed`), never its readers: a search filters stale rows out on read and
+        leaves the store as it is. A kill at any moment leaves a whole store: before the old chunks are gone each
+        kept row is stored twice and readers take the first copy; a follower that was not told finds its ids
+        gone and is built anew.
+        """
         with locking.hold(self.lock, f"embedding store {self.folder}", wait=True):
+            self._keys = None
+            dead = self.stale(alive)
             old = self.chunks()
+            if len(old) < 2 or dead.sum() * 2 <= len(dead):
+                return 0
+            engine = "+".join(sorted(self.engines())) or "torch"
             kept = alive[~self.missing(alive)]
+            before = self.ids(kept.image_ids, kept.digests)
             emb = self.read(kept)
             for start in range(0, len(kept), CHUNK):
                 self.write(kept[start : start + CHUNK], emb[start : start + CHUNK], engine)
-            for path in old:  # a kill before this line leaves each key twice: readers take the first
+            for path in old:
                 path.unlink()
             self._keys = None
+            after = self.ids(kept.image_ids, kept.digests)
+            for follower in followers:
+                follower.renumber(before, after)
         return int(dead.sum())
 
 

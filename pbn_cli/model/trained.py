@@ -38,14 +38,15 @@ from pbn_cli.core.runs import CHECKPOINTS, NAME, Run, find_run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData, SplitRows
-from pbn_cli.model import calibration, engine
-from pbn_cli.model.attribution import Attributor, load_attributor
-from pbn_cli.model.recipe import TrainConfig
+from pbn_cli.answers import calibration
+from pbn_cli.model import engine
+from pbn_cli.answers.attribution import AttributionModel, load_attribution
+from pbn_cli.networks.recipe import TrainConfig
 
 if TYPE_CHECKING:
     import torch
 
-    from pbn_cli.model.embedder import Embedder
+    from pbn_cli.networks.embedder import Embedder
     from pbn_cli.model.store import Store
 
 KIND = "pbn-model"
@@ -61,7 +62,7 @@ class TrainedModel:
     fit: str
     which: str = "best"  # the run's checkpoint it came from
     epoch: int = 0
-    attributor: Attributor | None = None  # who painted it: fitted by `pbn eval` (model/attribution.py)
+    attribution: AttributionModel | None = None  # who painted it: fitted by `pbn eval` (answers/attribution.py)
     runtime: engine.Runtime | None = None  # the onnx engine: the exported network in onnxruntime (model/engine.py)
     tiles: engine.Tiles | None = None  # the onnx engine's graph for the evidence's tiles
     source: Path | None = None  # the checkpoint ``state`` is read from when it is needed
@@ -89,7 +90,7 @@ class TrainedModel:
         """The network in eval mode on ``device``, built once per device and shared (inference only)."""
         key = str(device)
         if key not in self._networks:
-            from pbn_cli.model.embedder import Embedder
+            from pbn_cli.networks.embedder import Embedder
 
             weights = self.weights()
             model = Embedder(self.config.model, load_pretrained=False)
@@ -97,21 +98,24 @@ class TrainedModel:
             self._networks[key] = model.to(device).eval()
         return self._networks[key]
 
-    def read(self, path: Path, name: str | None = None) -> np.ndarray:
-        """A painting file as the model sees it (the image door, with the cache's size and fit); one line if unreadable."""
-        return imaging.read_painting(path, self.image_size, self.fit, name)
+    def read(self, image, name: str | None = None) -> np.ndarray:
+        """A painting as the model sees it (the image door, with the cache's size and fit): a file, a PIL image or a
+        uint8 array; one line if unreadable."""
+        return imaging.read_image(image, self.image_size, self.fit, name)
 
     def embed_one(self, pixels: np.ndarray, device: torch.device | None = None) -> np.ndarray:
         """The embedding of one painting read by ``read``, computed alone (so it never depends on its neighbours in a
         batch); ``device`` is the torch engine's (the onnx engine runs on the CPU)."""
         if self.runtime is not None:
             return self.runtime.embed(pixels[None])[0]
-        from pbn_cli.model.embed import embed_images
+        from pbn_cli.networks.embed import embed_images
 
         return embed_images(self.network(device), lambda idx: pixels[None][idx], 1, device)[0]
 
-    def embed_files(self, paths: list[Path], device: torch.device | None = None) -> np.ndarray:
-        images = [self.read(path) for path in paths]
+    def embed_files(self, images: list, device: torch.device | None = None) -> np.ndarray:
+        """The embeddings of paintings (files, PIL images or arrays), each computed alone; every one read first."""
+        images = [self.read(image, None if imaging.is_file(image) else imaging.image_name(image, n))
+                  for n, image in enumerate(images)]
         return np.stack([self.embed_one(pixels, device) for pixels in images])
 
     def store(self, ws: Workspace, half: bool = False) -> Store:
@@ -198,7 +202,7 @@ def from_run(ws: Workspace, run_name: str | None, which: str = "best", *, engine
             attach_runtime(run, model, progress)
     model.calibration = calib
     if calib.get("attribution") and (run.folder / calib["attribution"]).exists():
-        model.attributor = load_attributor(run.folder / calib["attribution"])
+        model.attribution = load_attribution(run.folder / calib["attribution"])
     return model
 
 
@@ -253,8 +257,8 @@ def export(model: TrainedModel, path: Path) -> None:
     from pbn_cli.model import checkpoint
 
     attribution = {}
-    if model.attributor is not None:  # tensors and text: what a weights_only load accepts
-        state = model.attributor.to_state()
+    if model.attribution is not None:  # tensors and text: what a weights_only load accepts
+        state = model.attribution.to_state()
         attribution = {k: (v.tolist() if v.dtype.kind in "UO" else torch.from_numpy(np.ascontiguousarray(v)))
                        for k, v in state.items()}
         attribution["fitted_on"] = str(state["fitted_on"])
@@ -278,10 +282,10 @@ def from_file(path: Path, ws: Workspace | None = None) -> TrainedModel:
     if state.get("kind") != KIND:
         raise PbnError(f"{path} is a training checkpoint, not an exported model; make one with `pbn export RUN FILE`")
     attribution = state.get("attribution") or {}
-    attributor = Attributor.from_state({k: v.numpy() if isinstance(v, torch.Tensor) else v
+    attribution = AttributionModel.from_state({k: v.numpy() if isinstance(v, torch.Tensor) else v
                                         for k, v in attribution.items()}) if attribution else None
     return TrainedModel(state["name"], TrainConfig.from_dict(state["config"]), state["model"], state["calibration"],
-                        int(state["image"]["size"]), state["image"]["fit"], "exported", attributor=attributor)
+                        int(state["image"]["size"]), state["image"]["fit"], "exported", attribution=attribution)
 
 
 def _from_onnx(path: Path, ws: Workspace | None) -> TrainedModel:
@@ -302,5 +306,5 @@ def _from_onnx(path: Path, ws: Workspace | None) -> TrainedModel:
         calib = read_calibrations(run).get(model.which) or {}
         if calib.get("weights") == model.fingerprint() and calib.get("attribution") and \
                 (run.folder / calib["attribution"]).exists():
-            model.attributor = load_attributor(run.folder / calib["attribution"])
+            model.attribution = load_attribution(run.folder / calib["attribution"])
     return model

@@ -43,7 +43,7 @@ def clean(
     if not force and ws.up_to_date("clean", params, inputs):
         return StageResult(True, ws.record("clean").rows, 0, {})
     frame, _ = read_manifest(ws.manifest("ingest"))
-    root = image_root(up, images)
+    root = image_root(ws, up, images)
 
     frame["sha256"] = _hash_colliding(frame, root, progress)
     reason = pd.Series([None] * len(frame), index=frame.index, dtype=object)

@@ -33,7 +33,7 @@ from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import folders, tables
 from pbn_cli.data.csvfile import read_paintings_csv
 from pbn_cli.data.imaging import ImageReadError, read_header
-from pbn_cli.data.paths import locate
+from pbn_cli.data.paths import locate, recorded_root
 from pbn_cli.stages.common import StageResult, reason_counts
 
 #: the columns pbn's stages write; a CSV's own columns of these names are not carried along
@@ -191,7 +191,7 @@ def _ingest_csv(ws: Workspace, csv_path: Path, *, images: Path | None, filename_
     reason[todo] = probed["reason"]
     for col in PROBED:
         rows[col] = probed[col]
-    extra = {"image_root": str(images), "layout": table.layout}
+    extra = {**recorded_root(ws, images), "layout": table.layout}
     return _finish(ws, rows, reason, params, inputs, extra)
 
 
@@ -224,7 +224,7 @@ def _ingest_folder(ws: Workspace, folder: Path, *, force: bool, workers: int | N
         rows[col] = probed[col]
     summary = {"artist_folders": int(rows["artist"][rows["artist"] != ""].nunique()) + len(listing.empty_artists),
                "empty_artist_folders": listing.empty_artists, "hidden_skipped": listing.hidden}
-    extra = {"image_root": str(folder), "layout": "artist-folders", "summary": summary}
+    extra = {**recorded_root(ws, folder), "layout": "artist-folders", "summary": summary}
     return _finish(ws, rows, reason, params, inputs, extra, summary)
 
 
@@ -286,5 +286,5 @@ def _ingest_table(ws: Workspace, path: Path, *, images: Path | None, artist_colu
     kept_paths = rows["path"][reason.isna()]
     summary = {"shards": len(source.shards), "image_folder": str(root), "images": int(kept_paths.nunique()),
                "rows_sharing_bytes": int(kept_paths.duplicated().sum()), "columns_not_carried": source.skipped}
-    extra = {"image_root": str(root), "layout": "table", "summary": summary}
+    extra = {**recorded_root(ws, root), "layout": "table", "summary": summary}
     return _finish(ws, rows, reason, params, inputs, extra, summary)

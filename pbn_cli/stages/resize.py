@@ -163,7 +163,7 @@ def resize(
     items, finished = _plan(ws, frame, done_rows, done_rejected, path, journal, size, fit, resumed)
     pending = [tuple(it) for it in items if it[0] not in finished]
     n_workers = min(workers or default_workers(), max(1, len(pending) // 8))
-    args = (str(path), size, fit, max_pixels, image_root(up, images), imaging.new_big_image_lock())
+    args = (str(path), size, fit, max_pixels, image_root(ws, up, images), imaging.new_big_image_lock())
     with worker_pool(n_workers, _init_worker, args) as pool:
         progress.start(len(items))
         progress.advance(len(items) - len(pending))

@@ -1,6 +1,6 @@
 """--freeze-backbone: the backbone's features of fixed views of every painting, computed once, kept in the run.
 
-Training views are the evaluation grid of each painting (model/views.py
+Training views are the evaluation grid of each painting (networks/views.py
 ``grid_views``) and their mirror images; validation views are the grid
 alone, so a head trained on cached features is validated exactly as
 ``embed_images`` would embed the paintings. The file's name is a digest of
@@ -20,9 +20,9 @@ from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.runs import Run
 from pbn_cli.data.cache import CacheData, SplitRows
 from pbn_cli.model.checkpoint import weights_digest
-from pbn_cli.model.embed import paintings_per_batch
-from pbn_cli.model.embedder import Embedder, autocast
-from pbn_cli.model.views import grid_views, views_per_painting
+from pbn_cli.networks.embed import paintings_per_batch
+from pbn_cli.networks.embedder import Embedder, autocast
+from pbn_cli.networks.views import grid_views, views_per_painting
 
 
 def fixed_views(x: torch.Tensor, network: Embedder, flips: bool) -> torch.Tensor:

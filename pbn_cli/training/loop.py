@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,12 +34,13 @@ from pbn_cli.core.runs import Run
 from pbn_cli.core.tracking import Tracker, open_tracker
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData, SplitRows
-from pbn_cli.model import checkpoint, metrics
-from pbn_cli.model.embedder import Embedder
-from pbn_cli.model.losses import ArtistLoss
+from pbn_cli.model import checkpoint
+from pbn_cli.answers import metrics
+from pbn_cli.networks.embedder import Embedder
+from pbn_cli.networks.losses import ArtistLoss
 from pbn_cli.model.paintings import copy_means, embed_paintings
-from pbn_cli.model.recipe import TrainConfig, resumed
-from pbn_cli.model.views import views_per_painting
+from pbn_cli.networks.recipe import TrainConfig, resumed
+from pbn_cli.networks.views import views_per_painting
 from pbn_cli.training.batches import FeatureLoader, Loader, Sampler, make_sampler
 from pbn_cli.training.curves import training_curves
 from pbn_cli.training.features import cached_features, embed_cached
@@ -50,13 +52,25 @@ CENTRE_PAINTINGS = 256  # training paintings whose mean centres the untouched co
 
 
 @dataclass
-class Summary:
+class TrainSummary:
+    """What a training run did: its name, epochs and steps, the best validation triplet accuracy, why it stopped,
+    one history row per epoch, the recipe it trained with and its folder (runs/<run>)."""
+
     run: str
     epochs: int
     steps: int  # optimiser steps taken in all
     best: float
     stopped: str
     history: pd.DataFrame
+    config: TrainConfig | None = None
+    folder: Path | None = None
+
+    def to_dict(self) -> dict:
+        """Plain data: the history as one dict per epoch, the recipe as stored; no validation yet: best is None."""
+        return {"run": self.run, "epochs": self.epochs, "steps": self.steps,
+                "best": self.best if math.isfinite(self.best) else None, "stopped": self.stopped,
+                "history": self.history.to_dict("records"), "config": self.config.to_dict() if self.config else None,
+                "folder": str(self.folder) if self.folder else None}
 
 
 @dataclass
@@ -97,11 +111,11 @@ class TrainState:
 
 
 def train(ws: Workspace, config: TrainConfig, *, run_name: str | None = None, resume: bool = False,
-          progress: Progress = SILENT, changes: dict | None = None) -> Summary:
+          progress: Progress = SILENT, changes: dict | None = None) -> TrainSummary:
     """Train ``config`` into a new run (or continue ``run_name`` with ``resume``).
 
     ``changes`` are the options the user gave; with ``resume`` they must
-    agree with the run's recipe, but for those it may change (model/recipe.py)."""
+    agree with the run's recipe, but for those it may change (networks/recipe.py)."""
     dist, device = distributed.setup(select_device(config.device))
     try:
         run = _agree_on_run(ws, config, run_name, resume, dist)
@@ -116,7 +130,8 @@ def train(ws: Workspace, config: TrainConfig, *, run_name: str | None = None, re
                     stopped = fit(state)
                 finally:
                     state.tracker.close()
-                return Summary(run.name, state.epoch, state.steps, state.best, stopped, pd.DataFrame(state.history))
+                return TrainSummary(run.name, state.epoch, state.steps, state.best, stopped,
+                                    pd.DataFrame(state.history), state.config, run.folder)
         except BaseException:
             if fresh and not run.last.exists():  # failed before its first checkpoint: leave no empty run behind
                 shutil.rmtree(run.folder, ignore_errors=True)

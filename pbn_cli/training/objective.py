@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pbn_cli.model.embedder import Embedder, autocast
-from pbn_cli.model.losses import ArtistLoss, ContrastiveLoss, TripletLoss
-from pbn_cli.model.mining import mined_pair_loss, mined_triplet_loss
-from pbn_cli.model.recipe import TrainConfig
-from pbn_cli.model.views import random_views
+from pbn_cli.networks.embedder import Embedder, autocast
+from pbn_cli.networks.losses import ArtistLoss, ContrastiveLoss, TripletLoss
+from pbn_cli.networks.mining import mined_pair_loss, mined_triplet_loss
+from pbn_cli.networks.recipe import TrainConfig
+from pbn_cli.networks.views import random_views
 
 
 def metric_loss(config: TrainConfig):

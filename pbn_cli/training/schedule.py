@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 
-from pbn_cli.model.recipe import TrainConfig
+from pbn_cli.networks.recipe import TrainConfig
 
 
 class Schedule:

@@ -14,7 +14,7 @@ from pbn_cli.core.errors import InputError
 from pbn_cli.core.progress import Progress
 from pbn_cli.core.runs import Run, find_run, new_name, run_for
 from pbn_cli.core.workspace import Workspace
-from pbn_cli.model.recipe import TrainConfig
+from pbn_cli.networks.recipe import TrainConfig
 
 
 @dataclass

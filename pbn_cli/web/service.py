@@ -35,7 +35,7 @@ from pbn_cli.inference.attribute import Attribution, attribute_one, check_reques
 from pbn_cli.inference.compare import Verdict, verdict
 from pbn_cli.inference.evidence import evidence, evidence_sheet, tiles
 from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest
-from pbn_cli.model import metrics
+from pbn_cli.answers import metrics
 from pbn_cli.model.trained import TrainedModel
 
 MAX_UPLOAD_BYTES = 50 * 2**20  # larger files are refused before decoding; pixels are limited by the image door

@@ -11,7 +11,7 @@ hands"):
    paintings the gallery; val paintings the known queries, calib and test
    the unknown ones): top-1 and top-5 of val queries among all trained
    hands and the open-set AUROC of the best score, for every space
-   `model/attribution.py` chooses among (whitening power, prototype or
+   `answers/attribution_fitting.py` chooses among (whitening power, prototype or
    nearest paintings, background term), for a softmax classifier over the
    training artists fitted on the training paintings' embeddings, and for
    the k-NN vote.
@@ -39,19 +39,21 @@ from pbn_cli.core.runs import find_run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation import attribution as E
-from pbn_cli.model import attribution as A
+from pbn_cli.answers import attribution as A
+from pbn_cli.answers import attribution_fitting as F
 from pbn_cli.model import trained
-from pbn_cli.model.metrics import auc
+from pbn_cli.answers.metrics import auc
 
 
-def embeddings(ws: Workspace, run: str, split: str) -> A.Split:
+def embeddings(ws: Workspace, run: str, split: str) -> A.Paintings:
     model = trained.from_checkpoint(ws, find_run(ws, run), "best")
     data = CacheData(ws)
     rows = data.split(split)
-    return A.Split(model.embeddings(ws, data, rows, torch.device("cpu")), rows.artists, rows.image_ids)
+    return A.Paintings(model.embeddings(ws, data, rows, torch.device("cpu")), rows.artists, rows.image_ids)
 
 
-def classifier_scores(train: A.Split, queries: A.Split, names: np.ndarray, weight_decay: float = 1e-3) -> np.ndarray:
+def classifier_scores(train: A.Paintings, queries: A.Paintings, names: np.ndarray,
+                      weight_decay: float = 1e-3) -> np.ndarray:
     """A softmax classifier over the training artists on normalised embeddings (L-BFGS, L2): its logits."""
     x = torch.from_numpy(A.normalise(train.emb)).double()
     y = torch.from_numpy(np.searchsorted(names, train.artists))
@@ -70,7 +72,7 @@ def classifier_scores(train: A.Split, queries: A.Split, names: np.ndarray, weigh
         return (torch.from_numpy(A.normalise(queries.emb)).double() @ w + b).numpy()
 
 
-def within_hand_space(train: A.Split, power: float, shrink: float) -> A.Space:
+def within_hand_space(train: A.Paintings, power: float, shrink: float) -> A.Space:
     """Whitening by the spread of paintings around their own hand's mean (shrunk towards a multiple of the
     identity): directions that tell hands apart weigh more than those along which one hand varies."""
     x = A.normalise(train.emb).astype(np.float64)
@@ -91,61 +93,61 @@ def ranks(s: np.ndarray, names: np.ndarray, artists: np.ndarray) -> np.ndarray:
     return (s > s[np.arange(len(s)), own][:, None]).sum(1)
 
 
-def spaces(background: A.Split):
-    for power in A.POWERS:
+def spaces(background: A.Paintings):
+    for power in F.POWERS:
         base = A.space(background.emb, power)
         for aggregate in A.AGGREGATES:
-            for k in A.KS:
+            for k in F.KS:
                 yield A.Space(power, aggregate, k, base.mean, base.projection)
 
 
-def workspace_table(train: A.Split, val: A.Split, unknown: A.Split) -> None:
+def workspace_table(train: A.Paintings, val: A.Paintings, unknown: A.Paintings) -> None:
     names = np.unique(train.artists)
     val = val.of(names)
     print(f"\n## Workspace protocol: {len(names)} trained hands, {len(train.ids)} gallery paintings, {len(val.ids)} "
           f"known queries (val), {len(unknown.ids)} unknown (calib + test)\n")
     print("| score | top-1 | top-5 | open-set AUROC (best score) |\n| --- | --- | --- | --- |")
-    asked = A.Split(np.r_[val.emb, unknown.emb], np.r_[val.artists, unknown.artists], np.r_[val.ids, unknown.ids])
-    known = np.r_[np.ones(len(val.ids), bool), np.zeros(len(unknown.ids), bool)]
+    asked = A.Paintings.join([val, unknown])
+    is_known = np.r_[np.ones(len(val.ids), bool), np.zeros(len(unknown.ids), bool)]
 
     def row(label: str, s: np.ndarray) -> None:
-        r = ranks(s[known], names, val.artists)
-        print(f"| {label} | {(r == 0).mean():.3f} | {(r < 5).mean():.3f} | {auc(s.max(1), known):.3f} |", flush=True)
+        r = ranks(s[is_known], names, val.artists)
+        print(f"| {label} | {(r == 0).mean():.3f} | {(r < 5).mean():.3f} | {auc(s.max(1), is_known):.3f} |", flush=True)
 
     for sp in spaces(train):
-        att = A.Attributor({"trained": sp, "new": sp}, train.emb, train.artists, train.ids, names)
-        hands = A.known(att, train.emb, train.artists, train.ids)
-        row(sp.describe(), A.scores(att, hands, asked.emb, asked.ids))
+        att = A.AttributionModel({"trained": sp, "new": sp}, train.emb, train.artists, train.ids, names)
+        known = A.KnownHands.from_gallery(att, train.emb, train.artists, train.ids)
+        row(sp.describe(), A.scores(att, known, asked.emb, asked.ids))
     for shrink in (0.1, 0.5):
         for power in (0.25, 0.5):
             sp = within_hand_space(train, power, shrink)
-            att = A.Attributor({"trained": sp, "new": sp}, train.emb, train.artists, train.ids, names)
-            hands = A.known(att, train.emb, train.artists, train.ids)
+            att = A.AttributionModel({"trained": sp, "new": sp}, train.emb, train.artists, train.ids, names)
+            known = A.KnownHands.from_gallery(att, train.emb, train.artists, train.ids)
             row(f"within-hand whitening (LDA-like: power {power}, shrinkage {shrink}), prototype",
-                A.scores(att, hands, asked.emb, asked.ids))
+                A.scores(att, known, asked.emb, asked.ids))
     for decay in (1e-4, 1e-3):
         row(f"softmax classifier over the training artists (L2 {decay:g})", classifier_scores(train, asked, names, decay))
     e = A.normalise(asked.emb) @ A.normalise(train.emb).T
     gl = np.searchsorted(names, train.artists)
-    vote = E._vote(e[known], gl)
+    vote = E._vote(e[is_known], gl)
     print(f"| k-NN vote ({E.KNN} nearest) | {(vote == np.searchsorted(names, val.artists)).mean():.3f} | – | – |")
 
 
-def unseen_table(background: A.Split, test: A.Split, seed: int) -> None:
-    print(f"\n## Unseen-artist protocol: {len(np.unique(test.artists))} test artists, {A.DIVISIONS} divisions\n")
+def unseen_table(background: A.Paintings, test: A.Paintings, seed: int) -> None:
+    print(f"\n## Unseen-artist protocol: {len(np.unique(test.artists))} test artists, {F.DIVISIONS} divisions\n")
     print("| score | top-1 | open-set AUROC (best score) |\n| --- | --- | --- |")
     for sp in spaces(background):
-        att = A.Attributor({"trained": sp, "new": sp}, background.emb, background.artists, background.ids,
+        att = A.AttributionModel({"trained": sp, "new": sp}, background.emb, background.artists, background.ids,
                            np.unique(background.artists))
-        ep = A.new_hand_episodes(att, test, seed)
-        s, _, _, labels, w = A._padded(ep)
+        ep = F.new_hand_episodes(att, test, seed)
+        s, _, _, labels, w = ep.padded()
         k = labels >= 0
         top1 = float((w * (s.argmax(1) == labels))[k].sum() / w[k].sum())
         print(f"| {sp.describe()} | {top1:.3f} | {auc(np.where(np.isfinite(s.max(1)), s.max(1), -9), k):.3f} |",
               flush=True)
 
 
-def calib_table(background: A.Split, val: A.Split, test: A.Split, seed: int) -> None:
+def calib_table(background: A.Paintings, val: A.Paintings, test: A.Paintings, seed: int) -> None:
     names = np.random.default_rng([seed, 11]).permutation(np.unique(test.artists))
     half = len(names) // 2
     measured = test.of(names[half:])
@@ -155,7 +157,7 @@ def calib_table(background: A.Split, val: A.Split, test: A.Split, seed: int) -> 
           "\n| --- | --- | --- | --- | --- | --- |")
     for m in range(2, half + 1, 2 if half > 6 else 1):
         calib = test.of(names[:m])
-        att = A.fit_attributor(background, val, calib, seed)
+        att = F.fit_attribution(background, val, calib, seed)
         unseen, _ = E.unseen_figures(measured, att, seed, replicates=20)
         ws, _ = E.workspace_figures(background, val, calib, measured, seed, replicates=20)
         print(f"| {m} | {unseen.get('attribution_ece', float('nan')):.3f} | {unseen.get('attribution_top1', float('nan')):.3f} | "
@@ -174,7 +176,7 @@ def main() -> None:
     t0 = time.monotonic()
     train, val, calib, test = (embeddings(ws, a.run, s) for s in ("train", "val", "calib", "test"))
     print(f"# Attribution variants ({machine()}); embeddings read in {time.monotonic() - t0:.0f} s")
-    unknown = A.Split(np.r_[calib.emb, test.emb], np.r_[calib.artists, test.artists], np.r_[calib.ids, test.ids])
+    unknown = A.Paintings.join([calib, test])
     if "workspace" in a.only:
         workspace_table(train, val, unknown)
     if "unseen" in a.only:

@@ -7,7 +7,7 @@ EfficientNet-Lite0 (224 px, no weights needed for speed): images per second
 of a training step (forward, backward, AdamW step; batch 32) and of
 embedding (eval mode, no gradients), best of ``--repeats`` after one warm-up,
 in both layouts, measured in the same run; prints the ratios. pbn keeps
-every network channels-last (model/embedder.py); the figures are in
+every network channels-last (networks/embedder.py); the figures are in
 docs/benchmarks.md.
 """
 

@@ -64,7 +64,7 @@ def main() -> None:
     from pbn_cli.core.workspace import Workspace
     from pbn_cli.data.cache import CacheData
     from pbn_cli.model import engine, trained
-    from pbn_cli.model.embed import embed_images
+    from pbn_cli.networks.embed import embed_images
 
     torch.set_num_threads(torch.get_num_threads())
     ws = Workspace(args.workspace)

@@ -45,7 +45,7 @@ from pbn_cli.data.paths import image_root
 from pbn_cli.evaluation import bootstrap
 from pbn_cli.inference.evidence import evidence, tiles
 from pbn_cli.model import trained
-from pbn_cli.model.metrics import artist_codes
+from pbn_cli.answers.metrics import artist_codes
 
 HEATS = ("smooth", "whole", "closest-tile", "occlusion")
 GRID = 8
@@ -121,7 +121,7 @@ def main() -> None:
     model = trained.from_run(ws, args.run, engine_name=args.engine)
     device = None if model.runtime is not None else __import__("torch").device("cpu")
     split, record = read_manifest(ws.manifest("split"))
-    root = Path(image_root(record))
+    root = Path(image_root(ws, record))
     chosen = pairs_of(split, args.seed, args.pairs)
     rng = np.random.default_rng([args.seed, 1])
     curves = {h: [] for h in (*HEATS, "random")}

@@ -38,10 +38,10 @@ from pbn_cli.core.manifest import Record, write_manifest
 from pbn_cli.core.runs import Run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import cache
-from pbn_cli.model.embedder import Embedder
-from pbn_cli.model.losses import TripletLoss
-from pbn_cli.model.recipe import ModelConfig
-from pbn_cli.model.views import to_float
+from pbn_cli.networks.embedder import Embedder
+from pbn_cli.networks.losses import TripletLoss
+from pbn_cli.networks.recipe import ModelConfig
+from pbn_cli.networks.views import to_float
 from pbn_cli.training import objective
 from pbn_cli.training.loop import setup, train_one_epoch
 from pbn_cli.training.presets import resolve
@@ -94,7 +94,7 @@ def reference_loop(backbone: str, device: torch.device, steps: int, ws: Workspac
     """Batch of 4 triplets, fp32, each branch's forward on its own, items copied one by one."""
     images = np.load(cache.cache_path(ws.cache, 256), mmap_mode="r")
     torch.manual_seed(0)
-    model = Embedder(ModelConfig(backbone, 224, None, normalize=False)).to(device)
+    model = Embedder(ModelConfig(backbone, 224, None, normalize=False, pretrained=False, keep_pretrained=0.0)).to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = TripletLoss(1.0)
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ from _common import machine  # noqa: E402
 from pbn_cli.core.workspace import Workspace  # noqa: E402
 from pbn_cli.data.cache import CacheData  # noqa: E402
 from pbn_cli.data.synth import synth  # noqa: E402
-from pbn_cli.model.views import random_views  # noqa: E402
+from pbn_cli.networks.views import random_views  # noqa: E402
 from pbn_cli.stages.clean import clean  # noqa: E402
 from pbn_cli.stages.ingest import ingest  # noqa: E402
 from pbn_cli.stages.resize import resize  # noqa: E402

@@ -65,10 +65,11 @@ def build(folder: Path, weights: str | None, artists: int, paintings: int) -> tu
 
 
 def paths_of(ws: Path, split: str) -> pd.DataFrame:
-    import pyarrow.parquet as pq
+    from pbn_cli.core.workspace import Workspace
+    from pbn_cli.data.paths import image_root
 
     table = pd.read_parquet(ws / "manifests/split.parquet")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    root = image_root(Workspace(ws))
     table = table[table["split"] == split].reset_index(drop=True)
     return table.assign(file=[str(Path(root) / p) for p in table["path"]])
 
@@ -111,7 +112,7 @@ def speed(ws: Path, run: str, model_file: Path, n: int, batches: list[int], repe
     from pbn_cli.core.workspace import Workspace
     from pbn_cli.data.cache import CacheData
     from pbn_cli.model import trained
-    from pbn_cli.model.embed import embed_images
+    from pbn_cli.networks.embed import embed_images
 
     cpu = torch.device("cpu")
     torch_model, onnx_model = trained.from_run(Workspace(ws), run), trained.from_file(model_file)
@@ -146,8 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     import onnxruntime
 
-    from pbn_cli.model.embed import paintings_per_batch
-    from pbn_cli.model.views import views_per_painting
+    from pbn_cli.networks.embed import paintings_per_batch
+    from pbn_cli.networks.views import views_per_painting
 
     folder = args.folder or Path(tempfile.mkdtemp(prefix="pbn-onnx-"))
     print(f"# ONNX export against its run ({machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "

@@ -120,16 +120,16 @@ def throughput(n_pairs: int, keep: Path | None = None) -> None:
 
 def agreement(ws: Path, n_pairs: int) -> None:
     import pandas as pd
-    import pyarrow.parquet as pq
     from sklearn.metrics import roc_auc_score
 
     from pbn_cli.core.runs import latest_run
     from pbn_cli.core.workspace import Workspace
+    from pbn_cli.data.paths import image_root
 
     run = latest_run(Workspace(ws))
     metrics = json.loads((run.folder / "eval/test/metrics.json").read_text())
     split = pd.read_parquet(ws / "manifests/split.parquet")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    root = image_root(Workspace(ws))
     test = split[split["split"] == "test"].reset_index(drop=True)
     i, j = np.triu_indices(len(test), 1)
     rng = np.random.default_rng(0)

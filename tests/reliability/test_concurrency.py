@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 from helpers import holds_a_lock, invoke, kill, one_error_line, start, wait_for
 
 from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root
 from pbn_cli.data.synth import synth
 from pbn_cli.stages.clean import clean
 from pbn_cli.stages.ingest import ingest
@@ -51,9 +51,8 @@ def test_training_one_run_while_others_train_evaluate_and_read(tmp_path, evaluat
         other = invoke("train", *TINY, "--epochs", "1", "--run", "b", "-w", ws)
         assert other.exit_code == 0, other.output
         assert invoke("eval", "--run", "r", "--device", "cpu", "-w", ws).exit_code == 0
-        record = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])
         paths = pd.read_parquet(ws / "manifests/split.parquet")["path"][:2]
-        a, b = (Path(record["extra"]["image_root"]) / p for p in paths)
+        a, b = (Path(image_root(Workspace(ws))) / p for p in paths)
         for reader in (["status"], ["runs"], ["compare", a, b, "--run", "r", "--device", "cpu"],
                        ["search", a, "--run", "r", "--device", "cpu"]):
             result = invoke(*reader, "-w", ws)
@@ -81,7 +80,7 @@ def test_second_predict_into_the_same_file_is_refused(tmp_path, evaluated_run):
     ws = tmp_path / "ws"
     shutil.copytree(evaluated_run, ws)
     split = pd.read_parquet(ws / "manifests/split.parquet")
-    root = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])["extra"]["image_root"]
+    root = image_root(Workspace(ws))
     names = split["path"].to_numpy()
     pairs = tmp_path / "pairs.csv"
     n = 1_500_000

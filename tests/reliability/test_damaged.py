@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import invoke, one_error_line
 
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root
+
 
 def _truncate(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
@@ -29,9 +32,9 @@ def ws(tmp_path, evaluated_run) -> Path:
 
 
 def _images(ws: Path) -> tuple[Path, Path]:
-    record = json.loads(pq.read_schema(ws / "manifests/split.parquet").metadata[b"pbn"])
+    root = Path(image_root(Workspace(ws)))
     a, b = pd.read_parquet(ws / "manifests/split.parquet")["path"][:2]
-    return Path(record["extra"]["image_root"]) / a, Path(record["extra"]["image_root"]) / b
+    return root / a, root / b
 
 
 CASES = [

@@ -24,6 +24,8 @@ from helpers import (
     wait_for,
 )
 
+from pbn_cli.core.workspace import Workspace
+from pbn_cli.data.paths import image_root
 from pbn_cli.model.store import read_chunk
 
 SEED = 7
@@ -114,8 +116,7 @@ def pairs_job(tmp_path, evaluated_run):
     i, j = rng.integers(0, len(names), (2, 1_200_000))
     pairs = tmp_path / "pairs.csv"
     pd.DataFrame({"index": np.arange(len(i)), "image1": names[i], "image2": names[j]}).to_csv(pairs, index=False)
-    root = json.loads(__import__("pyarrow.parquet").parquet.read_schema(ws / "manifests/split.parquet")
-                      .metadata[b"pbn"])["extra"]["image_root"]
+    root = image_root(Workspace(ws))
     return ws, pairs, root
 
 

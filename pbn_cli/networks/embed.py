@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from pbn_cli.core.progress import Progress
-from pbn_cli.model.embedder import Embedder, autocast
-from pbn_cli.model.views import grid_views, views_per_painting
+from pbn_cli.networks.embedder import Embedder, autocast
+from pbn_cli.networks.views import grid_views, views_per_painting
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pbn_cli.model.metrics import artist_codes, row_distances
+from pbn_cli.answers.metrics import artist_codes, row_distances
 
 
 def balanced_pairs(artists, seed: int, max_pairs: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from pbn_cli.model.losses import ContrastiveLoss, TripletLoss, euclidean
-from pbn_cli.model.recipe import MINERS
+from pbn_cli.networks.losses import ContrastiveLoss, TripletLoss, euclidean
+from pbn_cli.networks.recipe import MINERS
 
 
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pbn_cli.core.errors import InputError
-from pbn_cli.model.backbones import create_backbone
-from pbn_cli.model.recipe import ModelConfig
+from pbn_cli.networks.backbones import create_backbone
+from pbn_cli.networks.recipe import ModelConfig
 
 
 #: channels-last convolutions: 1.2-1.9x faster training and embedding on a CPU, as on a GPU

@@ -1,0 +1,304 @@
+"""Fitting the attribution model (answers/attribution.py) on episodes: divisions of artists into known and unknown.
+
+``fit_attribution`` chooses each kind of hand's space (``choose_space``),
+then fits the probabilities (``fit_open_set``) and the naming levels
+(``naming_level``) on *episodes that look like use*:
+
+- ``use_episodes``: a sample of trained hands (all, half, a quarter) with
+  their training paintings as gallery, their held-out (val) paintings as
+  known queries, and artists never trained on (calib) as unknown ones;
+- ``new_hand_episodes``: ``divisions`` of the calib artists alone (a
+  quarter, half or three quarters known, the rest not).
+
+``divisions`` is the one known/unknown division of a set of artists; the
+unseen-artist protocol of evaluation/attribution.py measures on it too.
+Each part of the probabilities is fitted by maximum likelihood (Newton's
+method: the logits are linear in the numbers). Known and unknown queries
+weigh half each: p(unknown) assumes that half of the paintings asked about
+are by none of the known hands.
+
+The raw score (power 0, nearest, k 0) is always a candidate space, so the
+chosen space is never worse than it on the episodes it is chosen on.
+DEFAULT (square-root whitening, prototype, background: the best on real
+paintings) stays unless another candidate beats it by MARGIN: with a few
+calib artists the episodes' figures are noisy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pbn_cli.answers.attribution import (AGGREGATES, BACKGROUND_K, KINDS, NAMED, PRECISION, AttributionModel,
+                                         KnownHands, OpenSet, Paintings, Space, by_kind, hand_features, known_logit,
+                                         open_set_probabilities, score_parts, scores, scoring_model, softmax, space,
+                                         verdicts)
+from pbn_cli.answers.metrics import auc
+
+POWERS = (0.0, 0.25, 0.5)  # whitening exponents a collection's space is chosen from (0 = raw)
+KS = (0, BACKGROUND_K)  # background sizes it is chosen from (0 = no background term)
+DEFAULT = (0.25, "prototype", BACKGROUND_K)  # the best space on real paintings (docs/benchmarks.md)
+RAW = (0.0, "nearest", 0)  # the raw best score: the mean similarity to a hand's NEAREST closest paintings
+MARGIN = 0.02  # of quality, by which a collection's episodes must favour another space over DEFAULT
+DIVISIONS = 20  # seeded known/unknown divisions of a set of artists
+MAX_QUERIES = 1000  # known (and unknown) queries of a use episode: a seeded sample of larger sets
+
+
+def divisions(artists, seed: int, n: int = DIVISIONS, share: float = 0.5):
+    """Seeded divisions of a set of artists: per division (known artists' names, gallery rows, known query rows,
+    unknown query rows), indices into ``artists``. The first ``share`` (rounded up) of the shuffled names are known;
+    half of each known artist's paintings (rounded up) form the gallery, the rest are queries."""
+    artists = np.asarray(artists, object).astype(str)
+    names = np.unique(artists)
+    for d in range(n):
+        rng = np.random.default_rng([seed, d])
+        known_names = names[rng.permutation(len(names))][: min(max(math.ceil(share * len(names)), 1), len(names) - 1)]
+        g, q = [], []
+        for name in known_names:
+            rows = np.flatnonzero(artists == name)[rng.permutation((artists == name).sum())]
+            half = math.ceil(len(rows) / 2)
+            g += list(rows[:half])
+            q += list(rows[half:])
+        yield known_names, np.array(g, int), np.array(q, int), np.flatnonzero(~np.isin(artists, known_names))
+
+
+@dataclass
+class Episodes:
+    """Queries answered in fitting episodes, with what the probabilities are fitted from.
+
+    Per episode: the queries' scores among its hands, the hands' kinds and
+    gallery sizes, each query's true hand (-1: unknown) and its weight.
+    """
+
+    s: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    weights: list = field(default_factory=list)
+
+    def add(self, s: np.ndarray, known: KnownHands, labels: np.ndarray, weight: float = 1.0) -> None:
+        """One episode's queries; known and unknown ones weigh half each, the episode ``weight`` in all."""
+        unknown = labels < 0
+        w = weight * np.where(unknown, 0.5 / max(unknown.sum(), 1), 0.5 / max((~unknown).sum(), 1))
+        if not unknown.any() or unknown.all():
+            w = np.full(len(labels), weight / max(len(labels), 1))
+        self.s.append(s)
+        self.kinds.append(known.kinds)
+        self.counts.append(known.counts)
+        self.labels.append(np.asarray(labels, int))
+        self.weights.append(w)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.labels))
+
+    def padded(self):
+        """Every query's scores padded with -inf to the widest episode, with the hands' kinds and counts, the
+        queries' labels and weights."""
+        width = max(s.shape[1] for s in self.s)
+
+        def pad(x, value):
+            return np.concatenate([np.pad(np.broadcast_to(v, (len(s), v.shape[-1])).astype(float),
+                                          ((0, 0), (0, width - v.shape[-1])), constant_values=value)
+                                   for v, s in zip(x, self.s)])
+
+        return (pad(self.s, -np.inf), pad(self.kinds, 0).astype(int), pad(self.counts, 1), np.concatenate(self.labels),
+                np.concatenate(self.weights))
+
+
+def new_hand_episodes(att: AttributionModel, calib: Paintings, seed: int, ep: Episodes | None = None,
+                      n: int = DIVISIONS, score=scores) -> Episodes:
+    """Divisions of artists never trained on into known and unknown hands (the unseen-artist protocol's shape)."""
+    ep = ep or Episodes()
+    if len(np.unique(calib.artists)) < 2:
+        return ep
+    shares = (0.25, 0.5, 0.75)  # as many hands as a quarter, half, three quarters: how their number matters
+    for share, (names, g, q, u) in [(share, d) for share in shares
+                                    for d in divisions(calib.artists, seed + int(share * 100), n // len(shares), share)]:
+        known = KnownHands.from_gallery(att, calib.emb[g], calib.artists[g], calib.ids[g])
+        asked = np.r_[q, u]
+        s = score(att, known, calib.emb[asked], calib.ids[asked])
+        labels = np.r_[np.searchsorted(known.names, calib.artists[q]), np.full(len(u), -1)]
+        ep.add(s, known, labels, 1.0 / (n // len(shares) * len(shares)))
+    return ep
+
+
+def use_episodes(att: AttributionModel, gallery: Paintings, held_out: Paintings, unknown: Paintings, seed: int,
+                 ep: Episodes | None = None, shares=(1.0, 0.5, 0.25), score=scores) -> Episodes:
+    """Episodes shaped like use: a share of the trained hands (all, half, a quarter: the model learns how the
+    number of hands matters) with their training paintings as gallery, their held-out paintings as known queries,
+    and paintings by artists never trained on as unknown ones."""
+    ep = ep or Episodes()
+    names = np.unique(held_out.artists)
+    if not len(names) or not len(gallery.emb):
+        return ep
+    for d, share in enumerate(shares):
+        pick = np.random.default_rng([seed, 7, d]).permutation(names)[: max(1, round(share * len(names)))]
+        g, q = gallery.of(pick), held_out.of(pick)
+        if not len(g.emb) or not len(q.emb):
+            continue
+        known = KnownHands.from_gallery(att, g.emb, g.artists, g.ids)
+        asked = Paintings.join([q, unknown])
+        s = score(att, known, asked.emb, asked.ids)
+        labels = np.r_[np.searchsorted(known.names, q.artists), np.full(len(unknown.emb), -1)]
+        ep.add(s, known, labels, 1.0 / len(shares))
+    return ep
+
+
+def _newton(f: np.ndarray, valid: np.ndarray, cols: np.ndarray, w: np.ndarray, theta: np.ndarray,
+            offset: np.ndarray | float = 0.0, ridge: float = 1e-3, iterations: int = 50) -> np.ndarray:
+    """Maximum likelihood of a softmax whose logits are linear in theta (f: (R, K, J) features, cols: the true
+    column); concave, so Newton's method converges. A parameter no feature informs stays where it starts."""
+    informed = np.abs(f[valid]).max(0) > 0 if valid.any() else np.zeros(len(theta), bool)
+    r, w = np.arange(len(f)), w * len(w) / max(w.sum(), 1e-12)  # the ridge weighs against as many queries
+    for _ in range(iterations):
+        p = softmax(np.where(valid, f @ theta + offset, -np.inf))
+        mean_f = np.einsum("rk,rkj->rj", p, f)
+        grad = np.einsum("r,rj->j", w, f[r, cols] - mean_f) - ridge * theta
+        centred = f - mean_f[:, None, :]
+        hess = -np.einsum("r,rk,rkj,rki->ji", w, p, centred, centred) - ridge * np.eye(len(theta))
+        hess[~informed], hess[:, ~informed] = 0, 0
+        hess[~informed, ~informed] = -1
+        step = np.linalg.solve(hess, -np.where(informed, grad, 0))
+        theta = theta + step
+        if np.abs(step).max() < 1e-8:
+            break
+    return theta
+
+
+def _null(s: np.ndarray, kinds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean and spread of the scores of hands that did not paint the query, for new then trained hands."""
+    other = np.isfinite(s) & (np.arange(s.shape[1])[None, :] != labels[:, None])
+    out = []
+    for kind in (0, 1):
+        v = s[other & (kinds == kind)]
+        out += [float(v.mean()), float(max(v.std(), 1e-3))] if len(v) > 1 else [0.0, 1.0]
+    return np.asarray(out)
+
+
+def fit_open_set(ep: Episodes) -> OpenSet | None:
+    """p(a | known) on the episodes' known queries, then p(known) on all of them, then the naming level."""
+    if not len(ep) or not any(len(s) and s.shape[1] for s in ep.s):
+        return None
+    s, kinds, counts, labels, w = ep.padded()
+    model = OpenSet()
+    is_known = labels >= 0
+    if is_known.any():
+        f = hand_features(s, kinds, counts)[is_known]
+        model.theta[:4] = _newton(f, np.isfinite(s[is_known]), labels[is_known], w[is_known], model.hand_weights)
+    model.null = _null(s, kinds, labels)
+    _, g, offset = known_logit(model, s, kinds, counts)
+    f = np.stack([g, np.zeros_like(g)], 1)  # the sigmoid as a softmax over (known, unknown)
+    model.theta[4:] = _newton(f, np.ones((len(g), 2), bool), np.where(is_known, 0, 1), w, np.zeros(5),
+                              np.c_[offset, np.zeros(len(g))])
+    model.name_at = naming_level(ep, model)
+    return model
+
+
+def naming_level(ep: Episodes, model: OpenSet, precision: float = PRECISION) -> np.ndarray:
+    """Per kind of top hand (new, trained): the lowest p(top hand), from ``precision`` up, at which named answers
+    were right ``precision`` of the time in the episodes (0.95 when none is). Calibrated probabilities make
+    ``precision`` itself such a level; a level fitted below it (in the episodes the model was fitted on) named
+    too much on artists it was not fitted on (docs/benchmarks.md)."""
+    s, kinds, counts, labels, w = ep.padded()
+    p, unknown = open_set_probabilities(model, s, kinds, counts)
+    top = p.argmax(1)
+    right, p_top, kind = top == labels, p.max(1), kinds[np.arange(len(s)), top]
+    out = np.full(2, 0.95)
+    for k in (0, 1):
+        for level in np.round(np.arange(precision, 0.96, 0.05), 2):
+            named = (verdicts(p_top, unknown, level) == NAMED) & (kind == k)
+            if w[named].sum() > 0 and (w * right)[named].sum() / w[named].sum() >= precision:
+                out[k] = level
+                break
+    return out
+
+
+def _space_quality(ep: Episodes) -> float:
+    """Mean of top-1 (known queries) and the AUROC of the best score (known against unknown queries)."""
+    s, _, _, labels, w = ep.padded()
+    known = labels >= 0
+    best = np.where(np.isfinite(s.max(1)), s.max(1), -1e9)
+    top1 = float((w * (s.argmax(1) == labels))[known].sum() / w[known].sum()) if known.any() else 0.0
+    roc = auc(best, known) if known.any() and (~known).any() else 0.5
+    return 0.5 * (top1 + (roc if np.isfinite(roc) else 0.5))
+
+
+def choose_space(background: Paintings, make_episodes, kind: str, trained_artists) -> tuple[Space, dict]:
+    """The space for one kind of hand, by its quality on ``make_episodes(att, score)`` (mean of top-1 and open-set
+    AUROC), among every power, aggregate and background size (each whitening's four scored from one pass).
+    DEFAULT, the best on real paintings (docs/benchmarks.md), stays unless another is better by MARGIN (a few
+    calib artists make the figure noisy) or the raw score beats it; without episodes it stays too."""
+    tried, candidates = {}, []
+    for power in POWERS:
+        if power and len(background.emb) < 2:
+            continue
+        base = space(background.emb, power, basis=background.basis)
+        att = scoring_model(background.emb, background.artists, background.ids, trained_artists,
+                            {other: Space(power, "prototype", BACKGROUND_K, base.mean, base.projection)
+                             for other in KINDS})
+        passes = []
+
+        def record(att_, known, queries, q_ids):
+            passes.append((known, score_parts(att_, known, queries, q_ids, every_space=True), len(queries)))
+            return np.zeros((len(queries), len(known.names)))
+
+        ep = make_episodes(att, record)
+        if not len(ep):
+            return _default_space(background), {}
+        for aggregate in AGGREGATES:
+            for k in KS:
+                ep.s = [by_kind(known, {kd: sims[aggregate] - (r if k else 0.0) for kd, (_, sims, r) in parts.items()},
+                                n) for known, parts, n in passes]
+                q = _space_quality(ep)
+                sp = Space(power, aggregate, k, base.mean, base.projection)
+                tried[sp.describe()] = round(q, 4)
+                candidates.append((q, (power, aggregate, k), sp))
+    by_key = {key: (q, sp) for q, key, sp in candidates}
+    best_q, _, best = max(candidates, key=lambda c: c[0])
+    if DEFAULT in by_key:
+        default_q, default = by_key[DEFAULT]
+        if best_q - default_q < MARGIN and default_q >= by_key[RAW][0]:
+            return default, tried
+    return best, tried
+
+
+def _default_space(background: Paintings) -> Space:
+    power, aggregate, k = DEFAULT if len(background.emb) > 1 else RAW
+    base = space(background.emb, power, basis=background.basis)
+    return Space(power, aggregate, k, base.mean, base.projection)
+
+
+def _sample(part: Paintings, seed: int, salt: int) -> Paintings:
+    if len(part.ids) <= MAX_QUERIES:
+        return part
+    return part.take(np.sort(np.random.default_rng([seed, salt]).permutation(len(part.ids))[:MAX_QUERIES]))
+
+
+def fit_attribution(background: Paintings, held_out: Paintings, calib: Paintings, seed: int,
+                    trained_artists=None) -> AttributionModel:
+    """The whole attribution model from a collection: each kind's space chosen on its episodes (trained hands:
+    use episodes of ``held_out``, the training artists' val paintings; new hands: divisions of ``calib``, artists
+    never trained on), then the probabilities fitted on both kinds of episode."""
+    trained_artists = np.unique(background.artists if trained_artists is None else trained_artists)
+    held_out, unknown = _sample(held_out.of(trained_artists), seed, 1), _sample(calib, seed, 2)
+
+    def use(att: AttributionModel, score=scores) -> Episodes:
+        return use_episodes(att, background, held_out, unknown, seed, score=score)
+
+    def new(att: AttributionModel, score=scores) -> Episodes:
+        return new_hand_episodes(att, calib, seed, score=score)
+
+    chosen, tried = {}, {}
+    for kind, make in (("trained", use), ("new", new)):
+        chosen[kind], tried[kind] = choose_space(background, make, kind, trained_artists)
+    att = scoring_model(background.emb, background.artists, background.ids, trained_artists, chosen)
+    ep = new_hand_episodes(att, calib, seed, use(att))
+    att.open_set = fit_open_set(ep)
+    n_calib, n_val = len(np.unique(calib.artists)), len(np.unique(held_out.artists))
+    att.fitted_on = {"whitening": f"{len(background.ids)} training paintings",
+                     "probability": f"{n_val} trained hands' held-out paintings, {n_calib} calib artists" if att.open_set
+                     else "none",
+                     "spaces": {kind: sp.describe() for kind, sp in chosen.items()}, "tried": tried}
+    return att
