@@ -195,14 +195,15 @@ class Model:
 
         ws = self._workspace("attribute")
         check_request(self.trained, among, k)  # before the gallery is embedded
-        batch = [images] if _single(images) else list(images)
-        for n, image in enumerate(batch):  # a file that is not an image stops here too
+        one = _single(images)
+        images = [images] if one else list(images)
+        for n, image in enumerate(images):  # a file that is not an image stops here, before the gallery is embedded
             self.pixels(image, None if imaging.is_file(image) else imaging.image_name(image, n))
-        results = attribute(ws, self.trained, batch, among=among, k=k, device=self._device,
+        results = attribute(ws, self.trained, images, among=among, k=k, device=self._device,
                             g=self.gallery(progress=progress), progress=progress)
         if sheet is not None:
-            attribute_sheet(ws, self.trained, batch, results, Path(sheet))
-        return results[0] if _single(images) else results
+            attribute_sheet(ws, self.trained, images, results, Path(sheet))
+        return results[0] if one else results
 
     def attribution_evidence(self, image: Image, result: Attribution, *, path: str | os.PathLike | None = None,
                              details: int = 4) -> dict:
