@@ -1,8 +1,9 @@
-"""The command line: thin command modules over the library, and the demo that drives them.
+"""The command line: thin command modules over the public API (pbn_cli.api), and the demo that drives them.
 
 app.py holds the Typer app and the shared options; data.py, train.py,
-evaluate.py and answer.py hold the commands by group; demo.py runs the
-whole pipeline through the same app with argv.
+evaluate.py, answer.py, collection.py and serve.py hold the commands by
+group, each parsing its options, calling the API and printing what it
+returns; demo.py runs the whole pipeline through the same app with argv.
 """
 
 import importlib
