@@ -85,6 +85,30 @@ def test_errors_are_the_command_lines_one_liners(tmp_path, evaluated_run):
         model.compare(tmp_path / "missing.jpg", _files(evaluated_run, 1)[0])
 
 
+def test_what_the_api_would_ignore_it_refuses(tmp_path, evaluated_run):
+    """Arguments that could not take effect are one-line errors, not silently dropped."""
+    a = _files(evaluated_run, 1)[0]
+    model = pbn.load(workspace=pbn.Workspace(evaluated_run), device="cpu", engine="torch")
+    assert repr(model) == f"Model('r', engine='torch', workspace={str(evaluated_run)!r})" and model.checkpoint == "best"
+    model.export(tmp_path / "r.pt")
+    refused = [
+        (lambda: pbn.load(tmp_path / "r.pt", run="r"), "model file"),
+        (lambda: pbn.load(tmp_path / "r.pt", engine="onnx"), "runs with torch"),
+        (lambda: pbn.train(evaluated_run, epochs="3"), "epochs='3': expected int"),
+        (lambda: pbn.train(evaluated_run, gpu=True, device="cpu"), "gpu=True"),
+        (lambda: pbn.evaluate(evaluated_run, baseline="color-hist", run="r"), "run applies to a run only"),
+        (lambda: pbn.Workspace(evaluated_run).paintings("tset"), "unknown split"),
+        (lambda: model.embed([]), "at least one"),
+        (lambda: model.search(a, index="annoy"), "unknown index"),
+        (lambda: model.evidence(np.zeros((64, 64, 3), np.float32), a), "uint8"),
+    ]
+    for call, message in refused:
+        with pytest.raises(pbn.InputError, match=message):
+            call()
+    assert pbn.load(tmp_path / "r.pt", workspace=evaluated_run).checkpoint is None
+    assert list(pbn.Workspace(tmp_path / "empty").runs().columns[:2]) == ["run", "mode"]
+
+
 def test_importing_pbn_cli_is_cheap():
     """No torch, pandas or matplotlib until they are needed; the names resolve without torch."""
     code = ("import sys, pbn_cli; assert pbn_cli.__version__; "
@@ -142,10 +166,35 @@ def test_the_command_line_calls_only_the_api():
     wrong = []
     for path in sorted((PACKAGE / "cli").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pbn_cli."):
-                if not node.module.startswith(allowed):
-                    wrong.append(f"{path.name}: {node.module}")
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            wrong += [f"{path.name}: {m}" for m in modules if m.startswith("pbn_cli.") and not m.startswith(allowed)]
     assert wrong == []
+
+
+def test_the_command_line_and_the_api_default_alike():
+    """An option's default is written in the command and in the API function it calls: the two agree."""
+    import inspect
+
+    from pbn_cli.cli import answer, collection, data, evaluate
+
+    pairs = [(data.ingest, pbn.Workspace.ingest), (data.clean, pbn.Workspace.clean),
+             (data.split, pbn.Workspace.split), (data.resize, pbn.Workspace.resize), (data.synth, pbn.synth),
+             (evaluate.eval, pbn.evaluate), (answer.attribute, pbn.Model.attribute), (answer.search, pbn.Model.search),
+             (collection.embed, pbn.Workspace.embed)]
+    compared, differ = 0, []
+    for command, function in pairs:
+        ours = inspect.signature(function).parameters
+        for name, p in inspect.signature(command).parameters.items():
+            if name in ours and ours[name].default is not inspect.Parameter.empty:
+                compared += 1
+                if p.default != ours[name].default:
+                    differ.append(f"{command.__name__} {name}: {p.default!r} != {ours[name].default!r}")
+    assert differ == [] and compared >= 25
 
 
 def test_every_public_name_has_one_home():

@@ -32,8 +32,10 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("onnx")
 
 runner = CliRunner()
-FIGURES = ("triplet_accuracy", "pair_auc", "verification_accuracy", "calibration_error", "workspace_top1",
-           "attribution_top1", "open_set_auroc")
+# figures averaged over many triplets and pairs: a rank flipped by float noise moves them by little. The fixture's
+# one-epoch network puts its paintings within ~1e-5 of each other, so the attribution figures (8 known queries,
+# an attribution space chosen among near-ties) are not among them: there the engines' 1e-7 differences decide.
+FIGURES = ("triplet_accuracy", "pair_auc", "verification_accuracy", "calibration_ece", "eer")
 
 
 def _invoke(ws, *args, expect: int = 0):
@@ -68,8 +70,8 @@ def test_the_engines_agree_on_embeddings_and_figures(onnx_run, evaluated_run):
     onnx_figures = json.loads((onnx_run / "runs/r/eval/test/metrics.json").read_text())
     torch_figures = json.loads((evaluated_run / "runs/r/eval/test/metrics.json").read_text())
     assert (onnx_figures["engine"], torch_figures["engine"]) == ("onnx", "torch")
-    shared = [name for name in FIGURES if name in torch_figures]  # the tiny run has no unseen-hand divisions
-    assert len(shared) >= 4
+    shared = [name for name in FIGURES if name in torch_figures]
+    assert len(shared) == len(FIGURES)
     for name in shared:
         assert abs(onnx_figures[name] - torch_figures[name]) <= 0.005, name
     timing = json.loads((onnx_run / "runs/r/eval/test/time.json").read_text())

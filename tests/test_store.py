@@ -161,12 +161,22 @@ def test_faiss_and_exact_search_agree_and_the_index_is_extended(tmp_path):
     # the store grows: the index takes the new paintings without being trained again
     store.write(rows[3000:], everything.emb[3000:])
     stamp = (store.folder / "index.faiss").stat().st_mtime_ns
+    before = {name: (store.folder / name).read_bytes() for name in ("index-ids.npy", "index.json")}
     g2 = everything
     again = index.load_or_build(g2, store)
     assert again.index.ntotal == 3600 and again.about["built"] == built.about["built"]
     assert (store.folder / "index.faiss").stat().st_mtime_ns != stamp
     again.nprobe = again.index.nlist
     assert (again(g2, g2.emb[3500:3510], 5)[0] == exact_nearest(g2, g2.emb[3500:3510], 5)[0]).all()
+    # a save killed after index.faiss (ids and index.json of before), or before index.json: built anew, right
+    for killed in (("index-ids.npy", "index.json"), ("index.json",)):
+        for name in killed:
+            (store.folder / name).write_bytes(before[name])
+        assert index.StoredIndex(store).held() is None or len(index.StoredIndex(store).held()) == 3000
+        mended = index.load_or_build(g2, store)
+        assert mended.index.ntotal == 3600 and len(mended.held) == 3600
+        mended.nprobe = mended.index.nlist
+        assert (mended(g2, g2.emb[3500:3510], 5)[0] == exact_nearest(g2, g2.emb[3500:3510], 5)[0]).all()
 
 
 def test_search_through_the_index_answers_as_exact_search(tmp_path, evaluated_run):

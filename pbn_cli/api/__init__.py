@@ -9,7 +9,7 @@
 - Results are small dataclasses with ``to_dict()`` (``Verdict``, ``Attribution``, ``Evaluation``...) or pandas
   tables; errors are ``PbnError``s whose message is one line, the command line's.
 
-docs/api.md walks through it; every name here is tested against the command's ``--json``.
+docs/api.md walks through it; tests/test_api.py holds its answers to the commands' ``--json``.
 """
 
 import importlib

@@ -1,7 +1,6 @@
 """Measuring for Python: ``evaluate`` a run (or a baseline) on artists it never saw.
 
-The options are the command's (`pbn eval`): its defaults are read from
-``evaluate``'s signature, so they have one home.
+The options are the command's (`pbn eval`), by the same names.
 
 Example (``trained`` is a workspace with a trained run):
 
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pbn_cli.api.workspace import folder
+from pbn_cli.core.errors import InputError
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.evaluation.scores import FIGURES
 
@@ -70,6 +70,10 @@ def evaluate(workspace, *, run: str | None = None, split: str = "test", checkpoi
 
     ws = folder(workspace)
     if baseline:
+        ignored = [name for name, value, default in (("run", run, None), ("checkpoint", checkpoint, "best"),
+                   ("half", half, False), ("device", device, "auto"), ("engine", engine, "auto")) if value != default]
+        if ignored:
+            raise InputError(f"evaluate: a baseline learns nothing; {', '.join(ignored)} applies to a run only")
         done = evaluate_baseline(ws, name=baseline, split=split, seed=seed, n_triplets=triplets,
                                  group_size=group_size, progress=progress)
         return Evaluation(done.run, done.split, done.folder, done.metrics)

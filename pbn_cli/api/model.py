@@ -70,14 +70,23 @@ def load(source: str | os.PathLike | None = None, *, workspace=None, run: str | 
     from pbn_cli.model.engine import choose
 
     ws = folder(workspace)
-    chosen = choose(engine, device)
     if source is not None:
+        _check_file_request(Path(source), run, checkpoint, engine)
         model = trained.from_file(Path(source), ws)
     elif ws is None:
         raise InputError("load: give a model file or a workspace (pbn.load(workspace='workspace'))")
     else:
-        model = trained.from_run(ws, run, checkpoint, engine_name=chosen, progress=progress)
+        model = trained.from_run(ws, run, checkpoint, engine_name=choose(engine, device), progress=progress)
     return Model(model, ws, device, from_run=source is None)
+
+
+def _check_file_request(source: Path, run: str | None, checkpoint: str, engine: str) -> None:
+    """A model file is one network: a run, a checkpoint or an engine it cannot honour is refused, not ignored."""
+    if run is not None or checkpoint != "best":
+        raise InputError(f"load: {source.name} is a model file; run= and checkpoint= choose within a workspace")
+    onnx = source.suffix.lower() == ".onnx"
+    if engine not in ("auto", "onnx" if onnx else "torch"):
+        raise InputError(f"load: {source.name} runs with {'onnx' if onnx else 'torch'}, not engine={engine!r}")
 
 
 def torch_device(name: str):
@@ -92,7 +101,7 @@ class Model:
     """A trained model ready to answer (``load`` makes one): its network's engine, calibration and attribution
     model, and the workspace whose paintings ``attribute`` and ``search`` look among."""
 
-    trained: TrainedModel
+    trained: TrainedModel = field(repr=False)
     workspace: Folder | None = None
     device_name: str = "auto"
     from_run: bool = True  # a workspace run (predict caches its images' embeddings in the run), not a file
@@ -100,8 +109,13 @@ class Model:
     _galleries: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        self.workspace = folder(self.workspace)  # a path or a pbn.Workspace becomes the folder the library takes
         if self.trained.runtime is None:  # the torch engine: its device, chosen once
             self._device = torch_device(self.device_name)
+
+    def __repr__(self) -> str:
+        where = f", workspace={str(self.workspace.root)!r}" if self.workspace is not None else ""
+        return f"Model({self.name!r}, engine={self.engine!r}{where})"
 
     @property
     def name(self) -> str:
@@ -123,6 +137,11 @@ class Model:
         return float(new), float(known)
 
     @property
+    def checkpoint(self) -> str | None:
+        """Which of the run's checkpoints answers (best, last or start); None for a model file."""
+        return self.trained.which if self.from_run else None
+
+    @property
     def device(self):
         """The torch device the network runs on; None when onnxruntime embeds."""
         return self._device
@@ -135,7 +154,10 @@ class Model:
         """The embeddings of ``images``: (n, d) for a list, (d,) for one image; each computed alone."""
         if _single(images):
             return self.trained.embed_one(self.pixels(images), self._device)
-        return self.trained.embed_files(list(images), self._device)
+        images = list(images)
+        if not images:
+            raise InputError("embed: give at least one image")
+        return self.trained.embed_files(images, self._device)
 
     def compare(self, a: Image, b: Image, *, sheet: str | os.PathLike | None = None) -> Verdict:
         """Were ``a`` and ``b`` painted by the same artist? The distance against the run's calibrated threshold,
@@ -148,14 +170,18 @@ class Model:
         return found
 
     def evidence(self, a: Image, b: Image, *, path: str | os.PathLike | None = None, details: int = 4,
-                 title: str | None = None) -> dict:
+                 title: str | None = None, names: tuple[str | None, str | None] = (None, None)) -> dict:
         """Which regions of each painting resemble the other, and the ``details`` most similar pairs of passages
-        (boxes in the files' own pixels); ``path``: also draw it (PNG)."""
+        (boxes in the files' own pixels); ``path``: also draw it (PNG). ``names``: how the picture and the
+        result name each painting (default: its file name, or "image 1", "image 2" for a picture in memory)."""
         from pbn_cli.inference.evidence import evidence, evidence_sheet, tiles
 
+        for n, image in enumerate((a, b)):  # a picture that cannot be a painting stops here, in one line
+            self.pixels(image, None if imaging.is_file(image) else imaging.image_name(image, n))
         device = self.evidence_device()
         with _files([a, b]) as (fa, fb):
-            found = evidence(tiles(self.trained, fa, device), tiles(self.trained, fb, device), self.trained)
+            found = evidence(tiles(self.trained, fa, device, names[0]), tiles(self.trained, fb, device, names[1]),
+                             self.trained)
             if path is None:
                 return found.to_dict(details)
             if title is None:
@@ -177,13 +203,14 @@ class Model:
 
     def gallery(self, *, half: bool = False, progress: Progress = SILENT) -> Gallery:
         """The workspace's paintings with their embeddings (from the embedding store; only paintings not stored
-        yet are embedded), kept for the next question."""
+        yet are embedded), kept for the next question while the workspace's manifests stay as they are."""
         from pbn_cli.inference.search import gallery
 
-        if half not in self._galleries:
-            self._galleries[half] = gallery(self._workspace("search"), self.trained, self._device, half=half,
-                                            progress=progress)
-        return self._galleries[half]
+        ws = self._workspace("search")
+        state = tuple(sorted((m.name, m.stat().st_mtime_ns) for m in ws.manifests.glob("*.parquet")))
+        if self._galleries.get(half, (None, None))[0] != state:  # a stage rewrote a manifest: new paintings
+            self._galleries[half] = (state, gallery(ws, self.trained, self._device, half=half, progress=progress))
+        return self._galleries[half][1]
 
     def attribute(self, images: Image | Sequence[Image], *, among: str = "all", k: int = 5,
                   sheet: str | os.PathLike | None = None, progress: Progress = SILENT
@@ -210,29 +237,35 @@ class Model:
         """The evidence of ``image`` against its top hand's closest painting, read from that painting's file."""
         from pbn_cli.data.paths import painting_file
 
+        if not result.hands:
+            raise InputError("attribution evidence: the answer names no hand to show")
         hand = result.hands[0]
         other = painting_file(self._workspace("attribute"), hand.closest["image_id"].iloc[0])
         answer = "unknown hand (closest hand shown)" if result.unknown else f"{result.answer}, p = {hand.probability:.2f}"
         with _files([image]) as (query,):
-            return self.evidence(query, other, path=path, details=details, title=f"{query.name}: {answer}")
+            return self.evidence(query, other, path=path, details=details, title=f"{query.name}: {answer}",
+                                 names=(None, f"{hand.artist}: {other.name}"))
 
     def search(self, image: Image, k: int = 10, *, split: str = "all", where: Sequence[str] | None = None,
-               index: str = "exact", half: bool = False, sheet: str | os.PathLike | None = None,
+               index: str = "auto", half: bool = False, sheet: str | os.PathLike | None = None,
                progress: Progress = SILENT) -> pd.DataFrame:
         """The ``k`` workspace paintings nearest to ``image`` (``split``: all, train, val, calib or test;
         ``where``: conditions such as "date>=1600" on the workspace's columns; ``index``: exact, faiss or auto),
         nearest first: image_id, artist, split, distance, same_artist_probability. The vote of their artists is
         in ``.attrs["vote"]`` (most frequent first), the run in ``.attrs["run"]``."""
         from pbn_cli.inference import filters
-        from pbn_cli.inference.index import finder_for
+        from pbn_cli.inference.index import KINDS, finder_for
         from pbn_cli.inference.search import check_request, search, search_sheet
 
         ws = self._workspace("search")
         check_request(k, split)
+        if index not in KINDS:
+            raise InputError(f"unknown index {index!r}; choose one of {', '.join(KINDS)}")
+        where = [where] if isinstance(where, str) else list(where or [])
         self.pixels(image)  # a query that is not an image stops here, before the gallery is embedded
         g = self.gallery(half=half, progress=progress)
         finder = finder_for(index, g, self.trained.store(ws, half), progress=progress)
-        result = search(ws, self.trained, image=image, k=k, split=split, where=filters.mask(g.table, list(where or [])),
+        result = search(ws, self.trained, image=image, k=k, split=split, where=filters.mask(g.table, where),
                         device=self._device, finder=finder, g=g)
         if sheet is not None:
             search_sheet(ws, self.trained, image, result, Path(sheet))
@@ -286,7 +319,9 @@ def _files(images: Sequence) -> Iterator[list[Path]]:
                 continue
             from PIL import Image as PILImage
 
-            pic = image if hasattr(image, "getbands") else PILImage.fromarray(np.asarray(image, np.uint8))
+            pic = image if hasattr(image, "getbands") else PILImage.fromarray(image)
+            if pic.mode not in ("RGB", "RGBA", "L", "LA"):  # a PNG holds these; the image door reads them as any file
+                pic = pic.convert("RGBA" if "A" in pic.getbands() else "RGB")
             out.append(Path(tmp) / f"image {n + 1}.png")
             pic.save(out[-1])
         yield out

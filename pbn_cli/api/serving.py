@@ -42,18 +42,27 @@ class Server:
             pass
 
 
+def check() -> None:
+    """Refuse in one line, before a model is loaded, when the web extra is not installed."""
+    from pbn_cli.core.extras import require
+
+    require("web", WEB_MODULES, "pbn serve")
+
+
 @contextlib.contextmanager
 def serve(model: Model, *, host: str = "127.0.0.1", port: int = 8765) -> Iterator[Server]:
     """Bind the page to ``host``:``port`` (0: any free port) with ``model`` warmed up; the port is freed on exit.
     Needs the web extra: ``pip install 'pbn[web]'``."""
-    from pbn_cli.core.extras import require
-
-    require("web", WEB_MODULES, "pbn serve")
+    check()
     from pbn_cli.web.app import bind
     from pbn_cli.web.service import Service
 
-    sock = bind(host, port)
-    service = Service(model.trained, model.device, model.workspace)
+    service = Service(model.trained, model.device, model.workspace)  # before the port is taken: it may fail
+    try:
+        sock = bind(host, port)
+    except BaseException:
+        service.close()
+        raise
     try:
         service.warm()
         yield Server(service, sock, host)

@@ -24,6 +24,7 @@ pbn_cli.core.errors.InputError: unknown train option 'epoch' (did you mean epoch
 from __future__ import annotations
 
 import difflib
+import numbers
 import os
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,9 @@ def train(workspace: str | os.PathLike | Workspace, *, preset: str | None = None
         close = difflib.get_close_matches(unknown[0], KEYWORDS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise InputError(f"unknown train option {unknown[0]!r}{hint}; the options are {', '.join(KEYWORDS)}")
+    options = {name: _typed(name, value) for name, value in options.items()}
+    if gpu and options.get("device") not in (None, "cuda"):
+        raise InputError(f"train: gpu=True means device='cuda', not device={options['device']!r}; give one")
     from pbn_cli.api.workspace import folder
     from pbn_cli.training.loop import train as run_training
     from pbn_cli.training.presets import resolve
@@ -70,12 +74,28 @@ def train(workspace: str | os.PathLike | Workspace, *, preset: str | None = None
                         changes={"preset": preset, "mode": mode, **fields})
 
 
+def _typed(name: str, value):
+    """An option's value as its field's type (an int for a float, a path for a string); ``InputError`` else."""
+    want = OPTIONS[name].type
+    if value is None:
+        return None
+    if want is bool and isinstance(value, (bool, numbers.Integral)) and value in (0, 1):
+        return bool(value)
+    if want is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if want is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if want is str and isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise InputError(f"train option {name}={value!r}: expected {want.__name__}")
+
+
 def backbones(contains: str | None = None) -> dict[str, list[str]]:
     """The backbones ``backbone=`` accepts, by source (pbn's own, torchvision, timm: empty without the extra);
     ``contains``: only the names that contain it, in any case.
 
-    >>> backbones("resnet50")["torchvision"][:2]  # doctest: +SKIP
-    ['resnet50', 'wide_resnet50_2']
+    >>> "resnet50" in backbones("resnet50")["torchvision"]
+    True
     """
     from pbn_cli.networks.backbones import available
 

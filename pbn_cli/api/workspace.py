@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pbn_cli.core.distributed import world_size
+from pbn_cli.core.errors import InputError
 from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.workspace import Workspace as Folder
 from pbn_cli.data import imaging
@@ -56,7 +58,9 @@ def runs(workspace) -> pd.DataFrame:
     from pbn_cli.core.runs import trained_runs
     from pbn_cli.evaluation.summary import summarize
 
-    return _table([summarize(r) for r in trained_runs(folder(workspace))])
+    from pbn_cli.evaluation.summary import COLUMNS
+
+    return _table([summarize(r) for r in trained_runs(folder(workspace))], COLUMNS)
 
 
 def synth(out: str | os.PathLike, *, artists: int = 40, paintings: int = 12, seed: int = 0, quirks: bool = False,
@@ -145,10 +149,14 @@ class Workspace:
 
     def paintings(self, split: str = "all") -> pd.DataFrame:
         """The cached paintings (after ``resize``) of ``split`` (all, train, val, calib or test): image_id, artist,
-        split, the source's own columns, and ``file``, the painting's original file."""
+        split, the source's own columns, ``file`` (the painting's original file), and the manifests' own
+        ``path`` (as ingested), ``digest`` (of its bytes) and ``cache_row`` (its row in the cache)."""
         from pbn_cli.data.cache import CacheData
         from pbn_cli.data.paths import painting_files
+        from pbn_cli.inference.search import SPLITS
 
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         table = CacheData(self.folder).table
         table = table if split == "all" else table[table["split"] == split]
         files = painting_files(self.folder)
@@ -158,6 +166,12 @@ class Workspace:
         """One row per trained run: recipe, epochs, best validation and test figures."""
         return runs(self)
 
+    def load(self, run: str | None = None, **options):
+        """A trained run of this workspace, ready to answer: ``pbn.load(workspace=self, run=run, **options)``."""
+        from pbn_cli.api.model import load
+
+        return load(workspace=self, run=run, **options)
+
     def embed(self, *, run: str | None = None, checkpoint: str = "best", half: bool = False, chunk: int = 512,
               device: str = "auto", engine: str = "auto", progress: Progress = SILENT):
         """Embed every painting that the run's embedding store lacks (each painting once per model; a killed pass
@@ -165,7 +179,7 @@ class Workspace:
         from pbn_cli.inference.collection import embed
         from pbn_cli.model.engine import choose
 
-        alone = int(os.environ.get("WORLD_SIZE", "1")) <= 1  # under torchrun the ranks share the work with torch
+        alone = world_size() <= 1  # under torchrun the ranks share the work with torch
         return embed(self.folder, run_name=run, which=checkpoint, device_name=device,
                      engine_name=choose(engine, device) if alone else "torch", half=half, chunk=chunk,
                      progress=progress)
@@ -182,8 +196,8 @@ def _path(p: str | os.PathLike | None) -> Path | None:
     return None if p is None else Path(p)
 
 
-def _table(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a table whose cells keep their Python values (None stays None)."""
+def _table(rows: list[dict], columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rows as a table whose cells keep their Python values (None stays None); ``columns`` when there are none."""
     import pandas as pd
 
-    return pd.DataFrame(rows, dtype=object) if rows else pd.DataFrame()
+    return pd.DataFrame(rows, dtype=object) if rows else pd.DataFrame(columns=columns)

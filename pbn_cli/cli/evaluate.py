@@ -23,7 +23,6 @@ from pbn_cli.cli.app import (
 from pbn_cli.cli.app import workspace as workspace_
 
 
-
 @command
 def eval(
     run: RunOpt = None,

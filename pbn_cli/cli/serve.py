@@ -10,6 +10,7 @@ import typer
 from pbn_cli.cli.app import DEFAULT_WS, CheckpointOpt, DeviceOpt, EngineOpt, RunOpt, WorkspaceOpt, command, load_model
 from pbn_cli.cli.app import workspace as workspace_
 
+
 @command
 def serve(
     run: RunOpt = None,
@@ -32,8 +33,10 @@ def serve(
     Example: pbn serve -w workspace, then open http://127.0.0.1:8765/
     """
     from pbn_cli.api import serve as bind
+    from pbn_cli.api.serving import check
     from pbn_cli.cli import console
 
+    check()  # the web extra, before the model is loaded
     ws = None if model else workspace_(workspace)
     with console.progress("serve") as bar:
         answerer = load_model(model, ws, run, checkpoint, engine, device, bar)
@@ -41,6 +44,7 @@ def serve(
         if server.public:
             console.err.print(f"[yellow]Warning:[/] listening on {host}: anyone who can reach this machine's port "
                               f"{server.port} can use the model", highlight=False)
-        console.out.print(f"pbn serve: run {answerer.name} ({answerer.trained.which}) on {server.address}  (Ctrl-C stops)")
+        which = f" ({answerer.checkpoint})" if answerer.checkpoint else ""
+        console.out.print(f"pbn serve: run {answerer.name}{which} on {server.address}  (Ctrl-C stops)")
         server.run()
         console.out.print("pbn serve: stopped")

@@ -9,12 +9,11 @@ type. An option not given is None: the preset's value stands.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from pbn_cli.api.training import OPTIONS
+from pbn_cli.api.training import KEYWORDS, OPTIONS
 from pbn_cli.cli.app import (
     DEFAULT_WS,
     GpuOpt,
@@ -85,7 +84,7 @@ def train(
     demo's recipe: pbn train --preset quick
     """
     given = dict(locals())  # every parameter as typed; the recipe's options among them
-    options = {name: given[name] for name in OPTIONS if name not in ("mode", "preset")}
+    options = {name: given[name] for name in KEYWORDS}
     from pbn_cli.api.training import train as train_
     from pbn_cli.cli import console
     from pbn_cli.core.runs import Run

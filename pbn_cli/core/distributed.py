@@ -32,9 +32,14 @@ class Dist:
         return self.world > 1
 
 
+def world_size() -> int:
+    """How many processes torchrun started for this work (1 when alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: torch.device) -> tuple[Dist, torch.device]:
     """The process group torchrun describes (none when alone), and this rank's device (its own GPU under CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world <= 1:
         return Dist(), device
     import torch

@@ -60,14 +60,15 @@ class _Thumbnails:
 def evaluate_baseline(
     ws: Workspace,
     *,
-    name: str = "color-hist",
-    split: str = "test",
-    seed: int = 0,
-    n_triplets: int = 20_000,
-    group_size: int = 1800,
+    name: str,
+    split: str,
+    seed: int,
+    n_triplets: int,
+    group_size: int,
     progress: Progress = SILENT,
 ) -> Evaluation:
-    """The same metrics for a descriptor that learns nothing, under baselines/<name>/<split>/."""
+    """The same metrics for a descriptor that learns nothing, under baselines/<name>/<split>/ (the options'
+    defaults are the public API's: api/evaluation.py)."""
     from pbn_cli.evaluation.baseline import BASELINES, describe
 
     if name not in BASELINES:
@@ -182,15 +183,15 @@ def _write_report(folder: Path, ws: Workspace, split: str, run: Run, which: str,
 def evaluate(
     ws: Workspace,
     *,
-    run_name: str | None = None,
-    split: str = "test",
-    which: str = "best",
-    device_name: str = "auto",
-    engine_name: str = "torch",
-    seed: int = 0,
-    n_triplets: int = 20_000,
-    group_size: int = 1800,
-    half: bool = False,
+    run_name: str | None,
+    split: str,
+    which: str,
+    device_name: str,
+    engine_name: str,
+    seed: int,
+    n_triplets: int,
+    group_size: int,
+    half: bool,
     progress: Progress = SILENT,
 ) -> Evaluation:
     """Embed the split (from the model's embedding store, with ``engine_name``: torch or onnx), fit the verdict

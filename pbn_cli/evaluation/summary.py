@@ -9,6 +9,9 @@ import pandas as pd
 
 from pbn_cli.core.runs import Run
 
+#: what `pbn runs` shows of a run, in its order (a table of no runs has these columns too)
+COLUMNS = ("run", "mode", "backbone", "preset", "epochs", "best_val_triplet_accuracy", "test_triplet_accuracy",
+           "test_pair_auc", "test_open_set_auroc", "test_attribution_top1", "tensorboard", "damaged")
 
 def summarize(run: Run) -> dict:
     """What `pbn runs` shows of one run: its recipe, progress and figures."""
@@ -25,17 +28,17 @@ def summarize(run: Run) -> dict:
     history = load(run.history, pd.read_parquet, pd.DataFrame())
     figures = load(run.eval_folder("test") / "metrics.json", lambda p: json.loads(p.read_text()), {})
     best = history["val_triplet_accuracy"].max() if "val_triplet_accuracy" in history else None
-    return {
-        "run": run.name,
-        "mode": config.get("mode"),
-        "backbone": config.get("model", {}).get("backbone"),
-        "preset": config.get("preset"),
-        "epochs": int(history["epoch"].max()) if "epoch" in history and len(history) else 0,
-        "best_val_triplet_accuracy": None if best is None or best != best else float(best),
-        "test_triplet_accuracy": figures.get("triplet_accuracy"),
-        "test_pair_auc": figures.get("pair_auc"),
-        "test_open_set_auroc": figures.get("open_set_auroc"),
-        "test_attribution_top1": figures.get("attribution_top1"),
-        "tensorboard": str(run.tensorboard) if run.tensorboard.is_dir() else None,
-        "damaged": damaged,
-    }
+    return dict(zip(COLUMNS, (
+        run.name,
+        config.get("mode"),
+        config.get("model", {}).get("backbone"),
+        config.get("preset"),
+        int(history["epoch"].max()) if "epoch" in history and len(history) else 0,
+        None if best is None or best != best else float(best),
+        figures.get("triplet_accuracy"),
+        figures.get("pair_auc"),
+        figures.get("open_set_auroc"),
+        figures.get("attribution_top1"),
+        str(run.tensorboard) if run.tensorboard.is_dir() else None,
+        damaged,
+    ), strict=True))

@@ -114,12 +114,14 @@ class StoredIndex:
         return read_json(self.files[1], "delete it and run `pbn index build` again")
 
     def held(self) -> np.ndarray | None:
-        """The store id of each of the index's vectors (-1: gone), None when there is no index of this kind."""
+        """The store id of each of the index's vectors (-1: gone), None when there is no index of this kind, or
+        when its three files do not tell of the same vectors (a save was killed between them): built anew."""
         path, _, ids_path = self.files
         about = self.about()
         if about is None or about.get("labels") != "positions" or not path.exists() or not ids_path.exists():
             return None  # none, or one from before its labels were positions: built anew
-        return np.load(ids_path)
+        held = np.load(ids_path)
+        return held if about.get("vectors") == len(held) else None
 
     def renumber(self, old: np.ndarray, new: np.ndarray) -> None:
         """The store's row ``old[i]`` is now ``new[i]``; rows not in ``old`` are gone (and never answer)."""
@@ -136,7 +138,8 @@ class StoredIndex:
         with atomic_path(self.files[0]) as tmp:
             _faiss().write_index(index, str(tmp))
         self._write_ids(held)
-        write_text(self.files[1], json.dumps({**about, "labels": "positions"}, indent=2))
+        # index.json last, naming how many vectors the other two hold: a save killed midway is seen as one
+        write_text(self.files[1], json.dumps({**about, "labels": "positions", "vectors": int(len(held))}, indent=2))
 
     def _write_ids(self, held: np.ndarray) -> None:
         with atomic_path(self.files[2]) as tmp:
@@ -155,8 +158,10 @@ def load_or_build(g: Gallery, store: Store, *, nprobe: int | None = None, progre
     stored = StoredIndex(store)
     ids = gallery_ids(g, store)
     held = stored.held()
-    if held is not None and (not len(held) or (~np.isin(held, ids)).mean() <= REBUILD_DEAD):
-        index, about = faiss.read_index(str(stored.files[0])), stored.about()
+    index = faiss.read_index(str(stored.files[0])) if held is not None else None
+    whole = index is not None and index.ntotal == len(held)  # else a save was killed after index.faiss
+    if whole and (not len(held) or (~np.isin(held, ids)).mean() <= REBUILD_DEAD):
+        about = stored.about()
         new = ~np.isin(ids, held)
         if new.any():
             progress.message(f"index: adding {int(new.sum()):,} paintings to the FAISS index")

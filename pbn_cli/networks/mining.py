@@ -16,7 +16,6 @@ from pbn_cli.networks.losses import ContrastiveLoss, TripletLoss, euclidean
 from pbn_cli.networks.recipe import MINERS
 
 
-
 def distance_matrix(emb: torch.Tensor, distance=euclidean) -> torch.Tensor:
     """``distance`` between all rows; Euclidean by one matrix product, with finite gradients at zero."""
     if distance is euclidean:

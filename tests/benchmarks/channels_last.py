@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine  # noqa: E402
 
-from pbn_cli.model import embedder  # noqa: E402
+from pbn_cli.networks import embedder  # noqa: E402
 from pbn_cli.training.presets import resolve  # noqa: E402
 
 CASES = [("quick", {}), ("quick", {"input_size": 128}), ("cpu", {"pretrained": False, "levels": 1}),
