@@ -93,10 +93,9 @@ def test_what_the_api_would_ignore_it_refuses(tmp_path, evaluated_run):
     model.export(tmp_path / "r.pt")
     refused = [
         (lambda: pbn.load(tmp_path / "r.pt", run="r"), "model file"),
-        (lambda: pbn.load(tmp_path / "r.pt", engine="onnx"), "runs with torch"),
         (lambda: pbn.train(evaluated_run, epochs="3"), "epochs='3': expected int"),
         (lambda: pbn.train(evaluated_run, gpu=True, device="cpu"), "gpu=True"),
-        (lambda: pbn.evaluate(evaluated_run, baseline="color-hist", run="r"), "run applies to a run only"),
+        (lambda: pbn.evaluate(evaluated_run, baseline="color-hist", run="r", half=True), "run, half applies"),
         (lambda: pbn.Workspace(evaluated_run).paintings("tset"), "unknown split"),
         (lambda: model.embed([]), "at least one"),
         (lambda: model.search(a, index="annoy"), "unknown index"),

@@ -70,8 +70,10 @@ def evaluate(workspace, *, run: str | None = None, split: str = "test", checkpoi
 
     ws = folder(workspace)
     if baseline:
+        # a baseline is a run's alternative: naming a run, checkpoint or half store is a mistake; the device and
+        # engine (often set for every command, PBN_ENGINE) have nothing to do there
         ignored = [name for name, value, default in (("run", run, None), ("checkpoint", checkpoint, "best"),
-                   ("half", half, False), ("device", device, "auto"), ("engine", engine, "auto")) if value != default]
+                   ("half", half, False)) if value != default]
         if ignored:
             raise InputError(f"evaluate: a baseline learns nothing; {', '.join(ignored)} applies to a run only")
         done = evaluate_baseline(ws, name=baseline, split=split, seed=seed, n_triplets=triplets,

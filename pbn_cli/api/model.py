@@ -62,8 +62,8 @@ def load(source: str | os.PathLike | None = None, *, workspace=None, run: str | 
     """The model that answers: ``source``, an exported file (.pt or .onnx), or else a run of ``workspace`` (the
     latest trained one unless ``run`` names another; ``checkpoint``: best, last or start).
 
-    ``engine``: onnx (onnxruntime on the CPU, no PyTorch; needs ``pip install 'pbn[onnx]'``), torch, or auto
-    (onnx on the CPU when installed). ``device``: auto, cpu, cuda, cuda:N or mps. A model loaded from a file
+    ``engine`` (a run's): onnx (onnxruntime on the CPU, no PyTorch; needs ``pip install 'pbn[onnx]'``), torch, or
+    auto (onnx on the CPU when installed); a file runs as what it is (.pt with torch, .onnx with onnxruntime). ``device``: auto, cpu, cuda, cuda:N or mps. A model loaded from a file
     attributes and searches only with a ``workspace`` that holds the paintings.
     """
     from pbn_cli.model import trained
@@ -71,7 +71,7 @@ def load(source: str | os.PathLike | None = None, *, workspace=None, run: str | 
 
     ws = folder(workspace)
     if source is not None:
-        _check_file_request(Path(source), run, checkpoint, engine)
+        _check_file_request(Path(source), run, checkpoint)
         model = trained.from_file(Path(source), ws)
     elif ws is None:
         raise InputError("load: give a model file or a workspace (pbn.load(workspace='workspace'))")
@@ -80,13 +80,10 @@ def load(source: str | os.PathLike | None = None, *, workspace=None, run: str | 
     return Model(model, ws, device, from_run=source is None)
 
 
-def _check_file_request(source: Path, run: str | None, checkpoint: str, engine: str) -> None:
-    """A model file is one network: a run, a checkpoint or an engine it cannot honour is refused, not ignored."""
+def _check_file_request(source: Path, run: str | None, checkpoint: str) -> None:
+    """A model file is one network: a run or a checkpoint named beside it is refused, not ignored."""
     if run is not None or checkpoint != "best":
         raise InputError(f"load: {source.name} is a model file; run= and checkpoint= choose within a workspace")
-    onnx = source.suffix.lower() == ".onnx"
-    if engine not in ("auto", "onnx" if onnx else "torch"):
-        raise InputError(f"load: {source.name} runs with {'onnx' if onnx else 'torch'}, not engine={engine!r}")
 
 
 def torch_device(name: str):

@@ -166,12 +166,6 @@ class Workspace:
         """One row per trained run: recipe, epochs, best validation and test figures."""
         return runs(self)
 
-    def load(self, run: str | None = None, **options):
-        """A trained run of this workspace, ready to answer: ``pbn.load(workspace=self, run=run, **options)``."""
-        from pbn_cli.api.model import load
-
-        return load(workspace=self, run=run, **options)
-
     def embed(self, *, run: str | None = None, checkpoint: str = "best", half: bool = False, chunk: int = 512,
               device: str = "auto", engine: str = "auto", progress: Progress = SILENT):
         """Embed every painting that the run's embedding store lacks (each painting once per model; a killed pass

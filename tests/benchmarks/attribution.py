@@ -52,6 +52,19 @@ def embeddings(ws: Workspace, run: str, split: str) -> A.Paintings:
     return A.Paintings(model.embeddings(ws, data, rows, torch.device("cpu")), rows.artists, rows.image_ids)
 
 
+def flipped(ws: Workspace, run: str, split: str, stored: A.Paintings) -> A.Paintings:
+    """Test-time augmentation: each painting's embedding averaged with its mirror image's (then normalised)."""
+    from pbn_cli.networks.embed import embed_images
+
+    model = trained.from_checkpoint(ws, find_run(ws, run), "best")
+    data = CacheData(ws)
+    rows = data.split(split)
+    device = torch.device("cpu")
+    mirror = embed_images(model.network(device), lambda idx: data.gather(rows.rows[idx])[:, :, ::-1], len(rows.rows),
+                          device)
+    return A.Paintings(A.normalise(A.normalise(stored.emb) + A.normalise(mirror)), stored.artists, stored.ids)
+
+
 def classifier_scores(train: A.Paintings, queries: A.Paintings, names: np.ndarray,
                       weight_decay: float = 1e-3) -> np.ndarray:
     """A softmax classifier over the training artists on normalised embeddings (L-BFGS, L2): its logits."""
@@ -99,6 +112,29 @@ def spaces(background: A.Paintings):
         for aggregate in A.AGGREGATES:
             for k in F.KS:
                 yield A.Space(power, aggregate, k, base.mean, base.projection)
+
+
+def tta_table(train: A.Paintings, val: A.Paintings, unknown: A.Paintings, test: A.Paintings, seed: int,
+              label: str) -> None:
+    """The default space (square-root whitening, prototype, background term) on both protocols."""
+    names = np.unique(train.artists)
+    val = val.of(names)
+    asked = A.Paintings.join([val, unknown])
+    is_known = np.r_[np.ones(len(val.ids), bool), np.zeros(len(unknown.ids), bool)]
+    base = A.space(train.emb, 0.5)
+    for aggregate in A.AGGREGATES:
+        for k in F.KS:
+            sp = A.Space(0.5, aggregate, k, base.mean, base.projection)
+            att = A.AttributionModel({"trained": sp, "new": sp}, train.emb, train.artists, train.ids, names)
+            known = A.KnownHands.from_gallery(att, train.emb, train.artists, train.ids)
+            s = A.scores(att, known, asked.emb, asked.ids)
+            r = ranks(s[is_known], names, val.artists)
+            ep = F.new_hand_episodes(att, test, seed)
+            us, _, _, labels, w = ep.padded()
+            kk = labels >= 0
+            top1 = float((w * (us.argmax(1) == labels))[kk].sum() / w[kk].sum())
+            print(f"| {label}: {sp.describe()} | {(r == 0).mean():.3f} | {(r < 5).mean():.3f} | "
+                  f"{auc(s.max(1), is_known):.3f} | {top1:.3f} |", flush=True)
 
 
 def workspace_table(train: A.Paintings, val: A.Paintings, unknown: A.Paintings) -> None:
@@ -177,6 +213,13 @@ def main() -> None:
     train, val, calib, test = (embeddings(ws, a.run, s) for s in ("train", "val", "calib", "test"))
     print(f"# Attribution variants ({machine()}); embeddings read in {time.monotonic() - t0:.0f} s")
     unknown = A.Paintings.join([calib, test])
+    if "tta" in a.only:
+        print("\n## Test-time augmentation (mirror images)\n\n| embedding: space | workspace top-1 | top-5 | AUROC "
+              "(best score) | unseen top-1 |\n| --- | --- | --- | --- | --- |")
+        tta_table(train, val, unknown, test, a.seed, "as stored")
+        mirrored = {s: flipped(ws, a.run, s, e) for s, e in zip(("train", "val", "calib", "test"), (train, val, calib, test))}
+        tta_table(mirrored["train"], mirrored["val"], A.Paintings.join([mirrored["calib"], mirrored["test"]]),
+                  mirrored["test"], a.seed, "with mirror")
     if "workspace" in a.only:
         workspace_table(train, val, unknown)
     if "unseen" in a.only:
