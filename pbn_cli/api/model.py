@@ -237,7 +237,8 @@ class Model:
         if not result.hands:
             raise InputError("attribution evidence: the answer names no hand to show")
         hand = result.hands[0]
-        other = painting_file(self._workspace("attribute"), hand.closest["image_id"].iloc[0])
+        other = painting_file(self._workspace("attribute"), hand.closest["image_id"].iloc[0],
+                              self.gallery().files or None)  # the files the answer's gallery read
         answer = "unknown hand (closest hand shown)" if result.unknown else f"{result.answer}, p = {hand.probability:.2f}"
         with _files([image]) as (query,):
             return self.evidence(query, other, path=path, details=details, title=f"{query.name}: {answer}",

@@ -184,9 +184,16 @@ class Evidence:
     heat_a: np.ndarray  # (Ta,) cosine similarity of each tile of a to b as a whole
     heat_b: np.ndarray  # (Tb,) and of each tile of b to a
     alone: np.ndarray | None = None  # (Ta, Tb) p(same) of two passages as if they were two paintings (calibrated)
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)  # the data, the picture and the page ask alike
 
     def strongest(self, n: int = PAIRS, overlap: float = SEPARATE) -> list[tuple[int, int, float]]:
-        """Up to ``n`` pairs of tiles (a, b, similarity), strongest first, no two overlapping much on either side."""
+        """Up to ``n`` pairs of tiles (a, b, similarity), strongest first, no two overlapping much on either side
+        (worked out once per ``n`` and ``overlap``)."""
+        if ("strongest", n, overlap) not in self._memo:
+            self._memo[("strongest", n, overlap)] = self._strongest(n, overlap)
+        return list(self._memo[("strongest", n, overlap)])
+
+    def _strongest(self, n: int, overlap: float) -> list[tuple[int, int, float]]:
         order = np.dstack(np.unravel_index(np.argsort(-self.similarity, axis=None), self.similarity.shape))[0]
         chosen: list[tuple[int, int, float]] = []
         for i, j in order:
@@ -199,6 +206,11 @@ class Evidence:
 
     def ranks(self) -> tuple[np.ndarray, np.ndarray]:
         """Each tile's heat as its rank among both paintings' tiles, from 0 (least like the other) to 1 (most)."""
+        if "ranks" not in self._memo:
+            self._memo["ranks"] = self._ranks()
+        return self._memo["ranks"]
+
+    def _ranks(self) -> tuple[np.ndarray, np.ndarray]:
         heats = np.concatenate([self.heat_a, self.heat_b])
         order = np.argsort(np.argsort(heats, kind="stable"), kind="stable") / max(len(heats) - 1, 1)
         return order[: len(self.heat_a)], order[len(self.heat_a) :]

@@ -52,6 +52,7 @@ class Gallery:
 
     def __post_init__(self):
         self._sq = None
+        self._by_real_path = None
 
     @property
     def squared_norms(self) -> np.ndarray:
@@ -152,8 +153,11 @@ def same_file(g: Gallery, query) -> np.ndarray:
     """Gallery rows whose file is the query file itself (none for a picture in memory)."""
     if not imaging.is_file(query):
         return np.zeros(len(g.table), bool)
-    real = os.path.realpath(query)
-    mine = {i for i, p in g.files.items() if os.path.realpath(p) == real}
+    if g._by_real_path is None:  # once per gallery: a kept gallery answers many queries
+        g._by_real_path = {}
+        for i, p in g.files.items():
+            g._by_real_path.setdefault(os.path.realpath(p), set()).add(i)
+    mine = g._by_real_path.get(os.path.realpath(query), set())
     return g.table["image_id"].astype(str).isin(mine).to_numpy()
 
 
