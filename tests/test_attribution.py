@@ -2,6 +2,7 @@
 the known/unknown protocol, the calibration split, the evidence, and `pbn attribute` at the command line."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -143,7 +144,7 @@ def test_where_whitening_hurts_the_collection_keeps_the_raw_score():
     dim = 24
     centre = lambda n: np.c_[rng.normal(size=(n, 2)) * 4, np.zeros((n, dim - 2))]  # noqa: E731
     hands = centre(12)
-    train, val = _gaussian(rng, hands, 8, "t", 0.5), _gaussian(rng, hands, 2, "t", 0.5)
+    train, val = _gaussian(rng, hands, 8, "t", 0.5), _gaussian(rng, hands, 4, "t", 0.5)
     calib = _gaussian(rng, centre(8), 6, "c", 0.5)
     att = F.fit_attribution(train, val, calib, 0)
     assert att.spaces["new"].power == 0 and att.spaces["trained"].power == 0
@@ -152,22 +153,47 @@ def test_where_whitening_hurts_the_collection_keeps_the_raw_score():
     assert any(v < max(tried.values()) for name, v in tried.items() if "power 0.5" in name)
 
 
+def test_another_space_is_chosen_only_when_every_painter_agrees_it_is_better():
+    """The same advantage of quality on average (top-1 0.5 -> 0.6 over 6 painters' 20 queries each), once shared by
+    every painter and once all from one of them: only the first is a reason to leave the default space."""
+
+    class Hands:
+        kinds, counts = np.zeros(2, int), np.full(2, 5)
+
+    def episodes(right_per_painter):
+        ep = F.Episodes()
+        for painter, right in enumerate(right_per_painter):
+            labels = np.zeros(20, int)
+            s = np.where(np.arange(20)[:, None] < right, [1.0, 0.0], [0.0, 1.0])  # the first `right` queries right
+            ep.add(s, Hands(), labels, np.full(20, f"p{painter}"))
+        return ep
+
+    default = episodes([10] * 6)
+    assert F.clearly_better(episodes([12] * 6), default)
+    assert not F.clearly_better(episodes([20, 10, 10, 10, 10, 12]), default)
+    assert not F.clearly_better(episodes([10, 11] * 3), default)  # ahead by less than the margin
+    assert F._space_quality(default, np.ones((3, 6))).tolist() == [F._space_quality(default)[0]] * 3
+
+
 def test_the_three_answers_are_each_reached():
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(3, 6)) * 3
     gallery = np.concatenate([c + 0.1 * rng.normal(size=(4, 6)) for c in centres]).astype(np.float32)
     att, _ = _att()
-    att.open_set = A.OpenSet(np.r_[20.0, 20.0, 0, 0, 4.0, 0, 0, 0, -2.0])
+    att.open_set = A.OpenSet(np.r_[20.0, 20.0, 0, 0, 4.0, 0, 0, 0, 0, -2.0])
     att.open_set.null = np.r_[0.0, 0.3, 0.0, 0.3]
     known = A.KnownHands.from_gallery(att, gallery, np.repeat(["a", "b", "c"], 4), [f"g{k}" for k in range(12)])
     near = A.rank(att, known, gallery[0] + 0.01)
     far = A.rank(att, known, -centres.sum(0) * 5)
     assert near.artists[0] == "a" and near.answer == A.NAMED and near.probabilities[0] >= near.name_at
-    assert far.answer == A.UNKNOWN and far.unknown and far.unknown_probability >= far.probabilities[0]
+    assert far.answer == A.UNKNOWN and far.unknown and far.unknown_probability >= A.UNKNOWN_AT
     att.open_set.name_at = np.r_[1.01, 1.01]  # no probability reaches it: the top hand is only "probably"
     assert A.rank(att, known, gallery[0] + 0.01).answer == A.PROBABLY
-    assert [A.answer(0.9, 0.05, 0.8), A.answer(0.6, 0.3, 0.8), A.answer(0.3, 0.3, 0.8)] == [A.NAMED, A.PROBABLY,
+    assert [A.answer(0.9, 0.05, 0.8), A.answer(0.6, 0.3, 0.8), A.answer(0.3, 0.6, 0.8)] == [A.NAMED, A.PROBABLY,
                                                                                             A.UNKNOWN]
+    # "unknown hand" needs p(unknown) to reach p(known), not just the top hand's share of it
+    assert [A.answer(0.3, 0.45, 0.8), A.answer(0.3, 0.5, 0.8), A.answer(float("nan"), 0.1, 0.8)] == [
+        A.PROBABLY, A.UNKNOWN, A.UNKNOWN]
     from pbn_cli.inference.attribute import Attribution, Candidate
 
     hand = Candidate("a", 1.0, 0.6, pd.DataFrame(columns=["image_id", "split", "cache_row"]))
@@ -176,6 +202,27 @@ def test_the_three_answers_are_each_reached():
     assert [(w["named"], w["unknown_hand"], w["verdict"]) for w in words.values()] == [
         (True, False, "named"), (False, False, "probably"), (False, True, "unknown hand")]
     assert all(w["named_from"] == 0.8 and w["unknown_hand_probability"] == 0.2 for w in words.values())
+    reasons = {v: Attribution("q.jpg", [hand], v, 0.2, 0.8).reason for v in (A.NAMED, A.PROBABLY, A.UNKNOWN)}
+    assert "0.60 reaches 0.80" in reasons[A.NAMED] and "below the 0.80 a name needs" in reasons[A.PROBABLY]
+    assert "p(unknown hand) = 0.20" in reasons[A.PROBABLY] and "at least 0.5" in reasons[A.UNKNOWN]
+
+
+def test_a_probability_model_saved_with_one_slope_for_both_kinds_reads_as_the_same_model():
+    rng = np.random.default_rng(9)
+    old = np.r_[3.0, 5.0, 0.4, 0.2, 1.5, 0.3, -0.2, 0.7, -1.0, 0.1, 1.0, 0.05, 1.2, 0.8, 0.85]  # weights, null, levels
+    model = A.OpenSet.from_array(old)
+    assert len(model.known_weights) == A.KNOWN_WEIGHTS and model.known_weights[1] == 0.0
+    assert np.array_equal(model.null, old[9:13]) and np.array_equal(model.name_at, old[13:])
+    assert np.array_equal(A.OpenSet.from_array(model.to_array()).to_array(), model.to_array())
+    s, kinds = rng.normal(size=(7, 5)), np.array([0, 1, 1, 0, 1])
+    p, unknown = A.open_set_probabilities(model, s, kinds, np.full(5, 6))
+    closed = A.softmax(A.hand_features(s, kinds, np.full(5, 6)) @ old[:4])  # the old model, by hand
+    top = closed.argmax(1)
+    best, trained = s[np.arange(7), top], kinds[top] == 1
+    z = (best - np.where(trained, old[11], old[9])) / np.where(trained, old[12], old[10])
+    chance = np.log(5) + np.log(0.5 * np.vectorize(math.erfc)(z / math.sqrt(2)))
+    logit = np.c_[z, chance, chance * trained, trained, np.ones(7)] @ old[4:9]
+    assert np.allclose(unknown, 1 - 1 / (1 + np.exp(-logit)))
 
 
 def test_a_hand_with_one_painting_is_scored_and_never_from_nothing():
@@ -313,7 +360,7 @@ def test_attribute_at_the_command_line(tmp_path, evaluated_run):
         top = p["hands"][0]["artist"]
         assert p["answer"] == {"named": top, "probably": f"probably {top}, uncertain", "unknown hand": "unknown hand"}[
             p["verdict"]]
-        assert p["unknown_hand"] == (p["unknown_hand_probability"] >= p["hands"][0]["probability"])
+        assert p["unknown_hand"] == (p["unknown_hand_probability"] >= A.UNKNOWN_AT)
     assert (tmp_path / "s.png").exists() and (tmp_path / "e.png").exists()
     assert runner.invoke(app, ["attribute", str(query), "-w", str(ws)]).stdout.count("hand 1") == 1
 

@@ -24,20 +24,24 @@ fitting alike):
 
     p(a | a known hand painted it) = softmax over hands of  beta[kind of a] s(q, a) + offset [a trained]
                                                              + per_painting log(n_a)
-    p(a known hand painted it)     = sigmoid(slope[kind of top] s(q, top) + offset' [top trained]
-                                             + per_hand log(A) + bias)
+    p(a known hand painted it)     = sigmoid(slope[kind of top] z + chance[kind of top] (log A + log P(N(0,1) > z))
+                                             + offset' [top trained] + bias)
     p(a) = p(known) p(a | known),   p(unknown hand) = 1 - p(known)
 
-with n_a the hand's gallery paintings, A the number of hands and "top" the
-most likely hand. Whether the painting is by a known hand rests on how well
-its best hand fits it; log(A) lets the best of many unrelated hands fit by
-chance better than the best of a few.
+with n_a the hand's gallery paintings, A the number of hands, "top" the
+most likely hand and z its score in units of the spread of the scores of
+hands of its kind that did not paint the query (``OpenSet.null``). Whether
+the painting is by a known hand rests on how well its best hand fits it;
+log(A) lets the best of many unrelated hands fit by chance better than the
+best of a few.
 
 **The answer** (``verdicts``, ``answer``): "unknown hand" when p(unknown) is
-at least p(top hand); the hand's name when p(top hand) reaches ``name_at``,
-the lowest level from ``PRECISION`` up at which named answers were right
-``PRECISION`` of the time on the fitting episodes (one level for a trained
-top hand, one for a new one); below that, "probably <hand>, uncertain".
+at least one half, that is at least p(one of the known hands painted it)
+(the decision that errs least when the probabilities are honest); else the
+hand's name when p(top hand) reaches ``name_at``, the lowest level from
+``PRECISION`` up at which named answers were right ``PRECISION`` of the time
+on the fitting episodes (one level for a trained top hand, one for a new
+one); below that, "probably <hand>, uncertain".
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ AGGREGATES = ("prototype", "nearest")
 PRECISION = 0.8  # named answers are right at least this often on the fitting episodes
 KINDS = ("new", "trained")
 UNKNOWN, NAMED, PROBABLY = "unknown hand", "named", "probably"
+KNOWN_WEIGHTS = 6  # of p(known)'s logit (``_known_features``)
+UNKNOWN_AT = 0.5  # p(unknown hand) from which the answer is "unknown hand"
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -118,13 +124,14 @@ class Space:
 class OpenSet:
     """The probability model's numbers: the logits' weights, the null scores and the naming levels.
 
-    ``theta``: p(a | known)'s 4 weights, then p(known)'s 5 (the module
-    docstring's order); ``null``: mean and spread of a hand's score for a
+    ``theta``: p(a | known)'s 4 weights, then p(known)'s 6 (the module
+    docstring's order; a model saved with 5, one slope for both kinds, reads
+    as the same model: ``from_array``); ``null``: mean and spread of a hand's score for a
     painting not by it (new hands, then trained); ``name_at``: the p(top
     hand) from which an answer is named (new, then trained top hand).
     """
 
-    theta: np.ndarray = field(default_factory=lambda: np.r_[10.0, 10.0, 0, 0, 0, 0, 0, 0, 0])
+    theta: np.ndarray = field(default_factory=lambda: np.r_[10.0, 10.0, np.zeros(KNOWN_WEIGHTS + 2)])
     null: np.ndarray = field(default_factory=lambda: np.r_[0.0, 1.0, 0.0, 1.0])
     name_at: np.ndarray = field(default_factory=lambda: np.r_[PRECISION, PRECISION])
 
@@ -142,7 +149,10 @@ class OpenSet:
     @classmethod
     def from_array(cls, a) -> OpenSet:
         a = np.asarray(a, np.float64)
-        return cls(a[:9].copy(), a[9:13].copy(), a[13:15].copy())
+        if len(a) == 4 + (KNOWN_WEIGHTS - 1) + 6:  # saved before the slope per kind: the trained one's difference
+            a = np.insert(a, 5, 0.0)  # is 0
+        t = 4 + KNOWN_WEIGHTS
+        return cls(a[:t].copy(), a[t:t + 4].copy(), a[t + 4:t + 6].copy())
 
 
 @dataclass
@@ -373,12 +383,12 @@ def _log_tail(z: np.ndarray) -> np.ndarray:
 
 def _known_features(s: np.ndarray, kinds: np.ndarray, top: np.ndarray, null: np.ndarray) -> tuple[np.ndarray,
                                                                                                    np.ndarray]:
-    """(Q, 5) features of "one of the known hands painted it" (``OpenSet.known_weights``' order) and (Q,) its fixed
-    offset.
+    """(Q, KNOWN_WEIGHTS) features of "one of the known hands painted it" (``OpenSet.known_weights``' order) and
+    (Q,) its fixed offset.
 
     For an unknown painting, the top score is the best of A hands' chance scores; for a known one, mostly its own
     hand's. Bayes' rule then gives log odds = log f1(s) - log f0(s) - log A + (A - 1) P(chance > s) (to first
-    order): a quadratic in the top score z (in units of the null, the chance scores' distribution, of its kind)
+    order): a function of the top score z (in units of the null, the chance scores' distribution, of its kind)
     beside the expected number of hands scoring above it by chance, and -log A as a fixed offset, so that the
     number of hands is extrapolated by law, not by fit."""
     q = np.arange(len(s))
@@ -387,7 +397,7 @@ def _known_features(s: np.ndarray, kinds: np.ndarray, top: np.ndarray, null: np.
     z = np.where(np.isfinite(best), (best - mean) / np.maximum(spread, 1e-6), 0.0)
     n_hands = np.maximum(np.isfinite(s).sum(1), 1)
     chance = np.log(n_hands) + _log_tail(z)
-    return np.stack([z, chance, chance * trained, trained, np.ones(len(s))], -1), np.zeros(len(s))
+    return np.stack([z, z * trained, chance, chance * trained, trained, np.ones(len(s))], -1), np.zeros(len(s))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -402,7 +412,7 @@ def hand_probabilities(weights: np.ndarray, s: np.ndarray, kinds: np.ndarray, co
 
 
 def known_logit(model: OpenSet, s: np.ndarray, kinds: np.ndarray, counts: np.ndarray):
-    """(Q, A) p(a | known), then the (Q, 5) features and (Q,) offset of p(known)'s logit, whose weights are
+    """(Q, A) p(a | known), then the (Q, KNOWN_WEIGHTS) features and (Q,) offset of p(known)'s logit, whose weights are
     ``model.known_weights``: the open-set logits, built here alone for using the model and for fitting it."""
     closed = hand_probabilities(model.hand_weights, s, kinds, counts)
     features, offset = _known_features(s, kinds, closed.argmax(1), model.null)
@@ -424,10 +434,10 @@ def probabilities(att: AttributionModel, known: KnownHands, s: np.ndarray) -> tu
 
 
 def verdicts(p_top, p_unknown, name_at) -> np.ndarray:
-    """The three-way rule, per query: UNKNOWN when p(unknown) is at least p(top hand) (or there is no top hand),
-    NAMED when p(top hand) reaches ``name_at``, else PROBABLY."""
+    """The three-way rule, per query: UNKNOWN when p(unknown) is at least one half, that is at least p(known) (or
+    there is no top hand), NAMED when p(top hand) reaches ``name_at``, else PROBABLY."""
     p_top, p_unknown = np.asarray(p_top, np.float64), np.asarray(p_unknown, np.float64)
-    unknown = ~np.isfinite(p_top) | (p_unknown >= p_top)
+    unknown = ~np.isfinite(p_top) | (p_unknown >= UNKNOWN_AT)
     return np.where(unknown, UNKNOWN, np.where(p_top >= name_at, NAMED, PROBABLY))
 
 

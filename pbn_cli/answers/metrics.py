@@ -108,6 +108,20 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def weighted_auc(scores: np.ndarray, labels: np.ndarray, w: np.ndarray) -> float:
+    """ROC AUC with a weight per pair (ties count half)."""
+    order = np.argsort(scores, kind="stable")
+    s, y, w = scores[order], labels[order], w[order]
+    wp, wn = np.where(y, w, 0.0), np.where(~y, w, 0.0)
+    if wp.sum() <= 0 or wn.sum() <= 0:
+        return float("nan")
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    neg_in_run = np.add.reduceat(wn, starts)
+    pos_in_run = np.add.reduceat(wp, starts)
+    neg_below = np.cumsum(neg_in_run) - neg_in_run
+    return float((pos_in_run * (neg_below + 0.5 * neg_in_run)).sum() / (wp.sum() * wn.sum()))
+
+
 def pair_scores(emb: np.ndarray, artists, seed: int, group_size: int = 1800):
     """Every within-group pair: (-distance, same-artist label, i, j), and the number of groups."""
     codes, _ = artist_codes(artists)

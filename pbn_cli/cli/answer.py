@@ -26,6 +26,8 @@ from pbn_cli.cli.app import (
 )
 from pbn_cli.cli.app import workspace as workspace_
 
+READ_OUT = 5  # paintings whose answer `attribute` explains in words below its table
+
 EvidenceOpt = Annotated[Optional[Path], typer.Option(help="Save a picture of the evidence (PNG): which regions of one "
                                                      "painting resemble the other (a heat map), and the most similar "
                                                      "pairs of passages side by side, cut from the files at their own "
@@ -149,8 +151,8 @@ def attribute(
     Ranks every artist of the workspace by how close the painting sits to
     that artist's paintings, with p(hand) and p(unknown hand) from the
     attribution model `pbn eval` fitted on the workspace (docs/metrics.md).
-    Three answers: "unknown hand" when p(unknown hand) is at least p(top
-    hand); the top hand's name when p(top hand) reaches the level at which
+    Three answers: "unknown hand" when p(unknown hand) is at least 0.5
+    (likelier than all the known hands together); the top hand's name when p(top hand) reaches the level at which
     named answers were right 80% of the time in eval's fitting; "probably
     X, uncertain" in between. --evidence draws which regions of the (first)
     painting resemble the top hand's closest painting.
@@ -178,11 +180,13 @@ def attribute(
         table.add_row(r.query, f"[{colour[r.verdict]}]{escape(r.answer)}[/]", f"{r.unknown_probability:.2f}",
                       *[f"{escape(h.artist)} ({h.probability:.2f})" for h in r.hands[:3]])
     console.out.print(table)
+    for r in results[:READ_OUT]:
+        console.out.print(f"{escape(r.query)}: {escape(r.answer)}, because {escape(r.reason)}", highlight=False)
     new, known = answerer.name_at
     console.out.print(f"(p: probability that the painting is by that hand. A name from p ≥ {known:.2f} for a hand the "
                       f"network trained on, {new:.2f} for one it did not: there named answers were right 80% of the "
                       "time in eval's fitting; 'probably …, uncertain' below; 'unknown hand' when p(unknown hand) is "
-                      "at least the top hand's)", highlight=False)
+                      "at least 0.5)", highlight=False)
 
 
 @command

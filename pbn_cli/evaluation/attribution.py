@@ -34,7 +34,7 @@ import numpy as np
 from pbn_cli.answers import attribution as A
 from pbn_cli.answers.attribution_fitting import DIVISIONS, divisions, fit_attribution
 from pbn_cli.answers.calibration import expected_calibration_error, reliability
-from pbn_cli.answers.metrics import artist_codes
+from pbn_cli.answers.metrics import artist_codes, weighted_auc
 from pbn_cli.evaluation import bootstrap
 
 KNN = 10  # neighbours of the vote `pbn search` shows
@@ -131,8 +131,8 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
         samples = np.where(total > 0, (rw * among * v).sum(1) / np.maximum(total, 1e-300), np.nan)
         out[f"{prefix}{key}_ci"] = bootstrap.interval(samples)
     for key, score in (("auroc", -ans.unknown), ("auroc_raw", ans.raw)):
-        out[f"{prefix}{key}"] = bootstrap.weighted_auc(score, k, ans.weight)
-        out[f"{prefix}{key}_ci"] = bootstrap.interval(np.array([bootstrap.weighted_auc(score, k, r) for r in rw]))
+        out[f"{prefix}{key}"] = weighted_auc(score, k, ans.weight)
+        out[f"{prefix}{key}_ci"] = bootstrap.interval(np.array([weighted_auc(score, k, r) for r in rw]))
     out[f"{prefix}ece"] = expected_calibration_error(ans.top, ans.right, ans.weight)
     out[f"{prefix}ece_ci"] = bootstrap.interval(np.array([expected_calibration_error(ans.top, ans.right, r) for r in rw]))
     out[f"{prefix}name_at"] = float(np.nanmean(ans.name_at))
@@ -148,17 +148,23 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
     return out, pictures
 
 
-def unseen_figures(split: A.Paintings, att: A.AttributionModel, seed: int, n: int = DIVISIONS, replicates: int = 200):
-    """The unseen-artist protocol on the evaluated split (its artists are new hands), and its pictures."""
+def unseen_answers(split: A.Paintings, att: A.AttributionModel, seed: int, n: int = DIVISIONS) -> Answers:
+    """The unseen-artist protocol's answers: ``n`` divisions of the split's artists into known and unknown hands."""
     codes, _ = artist_codes(split.artists)
-    if len(np.unique(codes)) < 4 or att.open_set is None:
-        return {"attribution_divisions": 0}, {}
     parts = []
     for names, g, q, u in divisions(split.artists, seed, n):
         asked = np.r_[q, u]
         parts.append(answer_queries(att, split.take(g), split.take(asked), np.r_[np.ones(len(q), bool),
                                     np.zeros(len(u), bool)], codes[asked], 1.0 / n))
-    out, pictures = _figures(Answers.join(parts), "attribution_", replicates, seed)
+    return Answers.join(parts)
+
+
+def unseen_figures(split: A.Paintings, att: A.AttributionModel, seed: int, n: int = DIVISIONS, replicates: int = 200):
+    """The unseen-artist protocol on the evaluated split (its artists are new hands), and its pictures."""
+    codes, _ = artist_codes(split.artists)
+    if len(np.unique(codes)) < 4 or att.open_set is None:
+        return {"attribution_divisions": 0}, {}
+    out, pictures = _figures(unseen_answers(split, att, seed, n), "attribution_", replicates, seed)
     rename = {"attribution_auroc": "open_set_auroc", "attribution_auroc_raw": "open_set_auroc_raw",
               "attribution_unknown_rejected": "unknown_rejected", "attribution_known_rejected": "known_rejected"}
     out = {rename.get(k.removesuffix("_ci"), k.removesuffix("_ci")) + ("_ci" if k.endswith("_ci") else ""): v
@@ -170,14 +176,15 @@ def unseen_figures(split: A.Paintings, att: A.AttributionModel, seed: int, n: in
     return out, pictures
 
 
-def workspace_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
-                      replicates: int = 200):
-    """The workspace protocol: every training artist a known hand (its training paintings the gallery), queries
-    from val (known) and from test and calib (unknown), each fold answered by a model fitted on the other."""
+def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings,
+                      seed: int) -> Answers | None:
+    """The workspace protocol's answers: every training artist a known hand (its training paintings the gallery),
+    queries from val (known) and from test and calib (unknown), each fold answered by a model fitted on the other;
+    None when there is nothing to ask or fit."""
     trained = np.unique(background.artists)
     val = val.of(trained)
     if not len(val.ids) or not len(test.ids) + len(calib.ids):
-        return {"workspace_hands": 0}, {}
+        return None
     names = np.unique(np.r_[val.artists, calib.artists, test.artists])
     fold_of = dict(zip(names, np.random.default_rng([seed, 5]).permutation(len(names)) % FOLDS))
     parts = []
@@ -186,11 +193,21 @@ def workspace_figures(background: A.Paintings, val: A.Paintings, calib: A.Painti
                 (("val", val), ("calib", calib))}
         att = fit_attribution(background, val.take(~mine["val"]), calib.take(~mine["calib"]), seed)
         if att.open_set is None:
-            return {"workspace_hands": 0}, {}
+            return None
         asked = A.Paintings.join([val.take(mine["val"]), calib.take(mine["calib"]), test])
         parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
                                     np.searchsorted(names, asked.artists), 1.0 / FOLDS))
-    out, pictures = _figures(Answers.join(parts), "workspace_", replicates, seed)
-    out.update(workspace_hands=len(trained), workspace_gallery=len(background.ids), workspace_folds=FOLDS,
-               workspace_known_queries=len(val.ids), workspace_unknown_queries=len(calib.ids) + len(test.ids))
+    return Answers.join(parts)
+
+
+def workspace_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
+                      replicates: int = 200):
+    """The workspace protocol (``workspace_answers``): its figures and pictures."""
+    answers = workspace_answers(background, val, calib, test, seed)
+    if answers is None:
+        return {"workspace_hands": 0}, {}
+    out, pictures = _figures(answers, "workspace_", replicates, seed)
+    out.update(workspace_hands=len(np.unique(background.artists)), workspace_gallery=len(background.ids),
+               workspace_folds=FOLDS, workspace_known_queries=len(val.of(np.unique(background.artists)).ids),
+               workspace_unknown_queries=len(calib.ids) + len(test.ids))
     return out, pictures

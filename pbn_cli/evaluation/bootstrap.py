@@ -28,20 +28,6 @@ def weighted_mean(values: np.ndarray, groups: np.ndarray, weights: np.ndarray) -
     return np.where(total > 0, (w * values[None, :]).sum(1) / np.maximum(total, 1e-12), np.nan)
 
 
-def weighted_auc(scores: np.ndarray, labels: np.ndarray, w: np.ndarray) -> float:
-    """ROC AUC with a weight per pair (ties count half)."""
-    order = np.argsort(scores, kind="stable")
-    s, y, w = scores[order], labels[order], w[order]
-    wp, wn = np.where(y, w, 0.0), np.where(~y, w, 0.0)
-    if wp.sum() <= 0 or wn.sum() <= 0:
-        return float("nan")
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    neg_in_run = np.add.reduceat(wn, starts)
-    pos_in_run = np.add.reduceat(wp, starts)
-    neg_below = np.cumsum(neg_in_run) - neg_in_run
-    return float((pos_in_run * (neg_below + 0.5 * neg_in_run)).sum() / (wp.sum() * wn.sum()))
-
-
 def interval(samples: np.ndarray) -> list[float]:
     samples = samples[np.isfinite(samples)]
     if len(samples) == 0:

@@ -78,7 +78,7 @@ def compute_metrics(
         threshold, _ = calibration.best_threshold(distance, same)
     for r in range(replicates):
         pw = w[r, ci] * w[r, cj]
-        aucs.append(bootstrap.weighted_auc(-d_sorted, y_sorted, pw))
+        aucs.append(metrics.weighted_auc(-d_sorted, y_sorted, pw))
         accs.append(calibration.balanced_accuracy(d_sorted, y_sorted, threshold, pw))
         eers.append(calibration.equal_error_rate(d_sorted, y_sorted, pw))
     out["pair_auc_ci"] = bootstrap.interval(np.array(aucs))

@@ -68,9 +68,23 @@ class Attribution:
             return scoring.UNKNOWN
         return self.hands[0].artist if self.verdict == scoring.NAMED else f"probably {self.hands[0].artist}, uncertain"
 
+    @property
+    def reason(self) -> str:
+        """Why the answer is what it is, in words (the rule: answers/attribution.verdicts)."""
+        u = self.unknown_probability
+        if self.unknown or not self.hands:
+            return (f"p(unknown hand) = {u:.2f}, at least {scoring.UNKNOWN_AT:g}: more likely by none of the known "
+                    "hands than by one of them")
+        top = self.hands[0]
+        if self.verdict == scoring.NAMED:
+            return (f"p = {top.probability:.2f} reaches {self.name_at:.2f}, where named answers were right "
+                    f"{scoring.PRECISION:.0%} of the time")
+        return (f"more likely by one of the known hands than by none (p(unknown hand) = {u:.2f}), {top.artist} the "
+                f"likeliest of them, but at p = {top.probability:.2f}, below the {self.name_at:.2f} a name needs")
+
     def to_dict(self) -> dict:
         return {"query": self.query, "answer": self.answer, "verdict": self.verdict, "unknown_hand": self.unknown,
-                "named": self.verdict == scoring.NAMED, "named_from": self.name_at,
+                "named": self.verdict == scoring.NAMED, "named_from": self.name_at, "reason": self.reason,
                 "unknown_hand_probability": self.unknown_probability,
                 "hands": [{"artist": h.artist, "probability": h.probability, "score": h.score,
                            "closest": h.closest.drop(columns=["cache_row"]).to_dict("records")} for h in self.hands]}
@@ -156,7 +170,7 @@ def attribute_sheet(ws: Workspace, model: TrainedModel, images: list, results: l
                 ax.imshow(np.asarray(data.images[int(hand.closest["cache_row"].iloc[0])]))
             ax.set_title(f"{short(hand.artist, 22)}\np = {hand.probability:.2f}", fontsize=9)
     fig.suptitle("who painted it: the most likely hands, each by its closest painting (p: probability of that hand)\n"
-                 "green: named; orange: probably, uncertain; red: unknown hand (p(unknown hand) at least the top hand's)",
+                 "green: named; orange: probably, uncertain; red: unknown hand (p(unknown hand) ≥ 0.5: likelier than all known hands)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     save_figure(fig, path)

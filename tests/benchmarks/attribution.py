@@ -26,6 +26,12 @@ hands"):
 4. ``--only tta``: test-time augmentation, each painting's embedding averaged
    with its mirror image's, against the embeddings as stored (the mirror
    images' embeddings are kept beside the workspace's folders, once).
+5. ``--only rule``: where "unknown hand" starts. The attribution model
+   fitted as `pbn eval` fits it; for each level of p(unknown hand) from
+   which the answer would be "unknown hand", the share of unknown hands so
+   answered and of known hands wrongly so answered, in both protocols (the
+   workspace's cross-fitted as eval does), beside the rule "p(unknown hand)
+   at least p(top hand)".
 """
 
 from __future__ import annotations
@@ -142,6 +148,41 @@ def tta_table(train: A.Paintings, val: A.Paintings, unknown: A.Paintings, test: 
               f"{auc(s.max(1), is_known):.3f} | {top1:.3f} |", flush=True)
 
 
+def rule_table(train: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int) -> None:
+    """Unknown hands answered "unknown hand" against known hands wrongly so, per level of p(unknown hand)."""
+    answers = {"unseen": E.unseen_answers(test, F.fit_attribution(train, val, calib, seed), seed),
+               "workspace": E.workspace_answers(train, val, calib, test, seed)}
+
+    def rates(ans: E.Answers, said: np.ndarray) -> str:
+        k, w = ans.known, ans.weight
+        return f"{(w * said)[~k].sum() / w[~k].sum():.3f} / {(w * said)[k].sum() / w[k].sum():.3f}"
+
+    print("\n## Where \"unknown hand\" starts: unknown hands so answered / known hands wrongly so answered\n")
+    print("| \"unknown hand\" when | unseen protocol | workspace protocol |\n| --- | --- | --- |")
+    unseen, workspace = answers["unseen"], answers["workspace"]
+    print(f"| p(unknown hand) ≥ p(top hand) | {rates(unseen, unseen.unknown >= unseen.top)} | "
+          f"{rates(workspace, workspace.unknown >= workspace.top)} |")
+    for level in (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7):
+        mark = " (the rule)" if level == A.UNKNOWN_AT else ""
+        print(f"| p(unknown hand) ≥ {level}{mark} | {rates(answers['unseen'], answers['unseen'].unknown >= level)} | "
+              f"{rates(answers['workspace'], answers['workspace'].unknown >= level)} |", flush=True)
+
+
+def hub_scores(train: A.Paintings, asked: A.Paintings, names: np.ndarray, power: float, k: int,
+               weight: float) -> np.ndarray:
+    """The prototype score less the query's background term (as the default) and less ``weight`` times the hand's
+    own: the mean similarity of its prototype to its k closest training paintings by other hands (a hand near
+    everything is not thereby the answer; CSLS-like)."""
+    sp = A.space(train.emb, power)
+    zg, zq = sp.whiten(train.emb), sp.whiten(asked.emb)
+    gl = np.searchsorted(names, train.artists)
+    proto = A.normalise(np.stack([zg[gl == a].mean(0) for a in range(len(names))]))
+    r_query = -np.sort(-(zq @ zg.T), 1)[:, :A.BACKGROUND_K].mean(1)
+    pg = proto @ zg.T
+    r_hand = np.array([-np.sort(-pg[a][gl != a])[:k].mean() for a in range(len(names))])
+    return zq @ proto.T - r_query[:, None] - weight * r_hand[None, :]
+
+
 def workspace_table(train: A.Paintings, val: A.Paintings, unknown: A.Paintings) -> None:
     names = np.unique(train.artists)
     val = val.of(names)
@@ -168,6 +209,20 @@ def workspace_table(train: A.Paintings, val: A.Paintings, unknown: A.Paintings) 
                 A.scores(att, known, asked.emb, asked.ids))
     for decay in (1e-4, 1e-3):
         row(f"softmax classifier over the training artists (L2 {decay:g})", classifier_scores(train, asked, names, decay))
+    for k, weight in ((5, 0.5), (20, 0.5), (50, 0.5), (20, 1.0)):
+        row(f"square-root whitening, prototype, background, less {weight:g} x the hand's own ({k} closest)",
+            hub_scores(train, asked, names, 0.25, k, weight))
+    parts = {}
+    for power, aggregate in ((0.25, "prototype"), (0.5, "prototype"), (0.25, "nearest")):
+        base = A.space(train.emb, power)
+        sp = A.Space(power, aggregate, A.BACKGROUND_K, base.mean, base.projection)
+        att = A.AttributionModel({"trained": sp, "new": sp}, train.emb, train.artists, train.ids, names)
+        s = A.scores(att, A.KnownHands.from_gallery(att, train.emb, train.artists, train.ids), asked.emb, asked.ids)
+        parts[(power, aggregate)] = (s - s[np.isfinite(s)].mean()) / s[np.isfinite(s)].std()
+    row("sum of standardised scores: square-root and full whitening, prototypes, background",
+        parts[(0.25, "prototype")] + parts[(0.5, "prototype")])
+    row("sum of standardised scores: square-root whitening, prototype and 3 nearest, background",
+        parts[(0.25, "prototype")] + parts[(0.25, "nearest")])
     e = A.normalise(asked.emb) @ A.normalise(train.emb).T
     gl = np.searchsorted(names, train.artists)
     vote = E._vote(e[is_known], gl)
@@ -225,6 +280,8 @@ def main() -> None:
         mirrored = {s: flipped(ws, a.run, s, e) for s, e in zip(("train", "val", "calib", "test"), (train, val, calib, test))}
         tta_table(mirrored["train"], mirrored["val"], A.Paintings.join([mirrored["calib"], mirrored["test"]]),
                   mirrored["test"], a.seed, "with mirror")
+    if "rule" in a.only:
+        rule_table(train, val, calib, test, a.seed)
     if "workspace" in a.only:
         workspace_table(train, val, unknown)
     if "unseen" in a.only:
