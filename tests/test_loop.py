@@ -14,7 +14,7 @@ from pbn_cli.core.options import declared, flag_of
 from pbn_cli.core.runs import Run
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.model import checkpoint
-from pbn_cli.networks.recipe import TrainConfig, resumed
+from pbn_cli.networks.recipe import TrainConfig, given_fields, resumed
 from pbn_cli.training.loop import end_epoch, save, setup, train_one_epoch, validate
 from pbn_cli.training.presets import resolve
 from pbn_cli.training.schedule import Planner, Schedule
@@ -136,6 +136,14 @@ def test_resume_refuses_a_changed_recipe_naming_the_flag(field, given, flag):
     again = resumed("r", stored, {"epochs": 9, "max_minutes": 2.0, "device": "cpu", "compile": False,
                                   "mode": "triplet", "preset": "quick"})
     assert (again.epochs, again.max_minutes) == (9, 2.0)
+
+
+def test_resume_reads_margin_as_the_runs_own_modes():
+    stored = resolve("quick", "pair", TINY)  # pair margin 0.5; its triplet margin (0.2) is not what it trained with
+    given = given_fields(None, {"margin": 0.5})  # --margin 0.5 without --mode: read as the default mode's
+    assert resumed("r", stored, given).pair_margin == 0.5
+    with pytest.raises(InputError, match="trained with --margin 0.5; .*drop --margin 0.9"):
+        resumed("r", stored, given_fields(None, {"margin": 0.9}))
 
 
 def test_resume_with_another_mode_or_preset_is_refused_on_the_command_line(workspace_copy):

@@ -184,6 +184,11 @@ def given_fields(mode: str | None, options: dict) -> dict:
 def resumed(name: str, stored: TrainConfig, changes: dict) -> TrainConfig:
     """The stored recipe of run ``name`` with what ``--resume`` may change; any other option given must agree."""
     resumable = {d.name for d in declared(TrainConfig) if d.option.resumable}
+    changes = dict(changes)
+    if changes.get("mode") is None:  # --margin without --mode was read as the default mode's: it is the run's own
+        own = margin_field(stored.mode)
+        for key in [k for k in ("triplet_margin", "pair_margin", "class_margin") if k != own and k in changes]:
+            changes[own] = changes.pop(key)
     config = TrainConfig.from_dict(stored.to_dict())
     for key, value in changes.items():
         if value is None:
