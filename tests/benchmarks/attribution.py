@@ -32,6 +32,12 @@ hands"):
    answered and of known hands wrongly so answered, in both protocols (the
    workspace's cross-fitted as eval does), beside the rule "p(unknown hand)
    at least p(top hand)".
+6. ``--only transfer``: does p(unknown hand) carry from the calib artists to
+   others? Draws of 11 test artists measured (the unseen protocol); the
+   probabilities fitted on the calib artists, on them and 4 or 8 of the
+   other test artists, and (the oracle) on the measured artists themselves:
+   the error of p(top hand), the mean p(unknown hand) (half the queries are
+   by unknown hands) and both rejections at the rule.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from pbn_cli.evaluation import attribution as E
 from pbn_cli.answers import attribution as A
 from pbn_cli.answers import attribution_fitting as F
 from pbn_cli.model import trained
+from pbn_cli.answers.calibration import expected_calibration_error
 from pbn_cli.answers.metrics import auc
 
 
@@ -168,6 +175,34 @@ def rule_table(train: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A
               f"{rates(answers['workspace'], answers['workspace'].unknown >= level)} |", flush=True)
 
 
+def transfer_table(train: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
+                   draws: int = 6, measured: int = 11) -> None:
+    names = np.unique(test.artists)
+    rows: dict = {}
+
+    def record(key, att: A.AttributionModel, asked: A.Paintings) -> None:
+        a = E.unseen_answers(asked, att, seed)
+        k, w, said = a.known, a.weight, a.unknown >= A.UNKNOWN_AT
+        rows.setdefault(key, []).append((expected_calibration_error(a.top, a.right, w), np.average(a.unknown, weights=w),
+                                         (w * said)[~k].sum() / w[~k].sum(), (w * said)[k].sum() / w[k].sum()))
+
+    for draw in range(draws):
+        order = np.random.default_rng([seed, draw, 21]).permutation(names)
+        asked, spare = test.of(order[:measured]), order[measured:]
+        for extra in (0, 4, 8):
+            att = F.fit_attribution(train, val, A.Paintings.join([calib, test.of(spare[:extra])]), seed)
+            record(f"{len(np.unique(calib.artists))} calib artists + {extra} others", att, asked)
+        att.open_set = F.fit_open_set(F.new_hand_episodes(att, asked, seed))
+        record("the measured artists themselves (oracle)", att, asked)
+    print(f"\n## p(unknown hand) from calib artists to others ({draws} draws of {measured} test artists measured)\n")
+    print("| fitted on | error of p(top hand) | mean p(unknown hand) (truth 0.5) | unknown rejected | known rejected |"
+          "\n| --- | --- | --- | --- | --- |")
+    for key, v in rows.items():
+        v = np.asarray(v)
+        print(f"| {key} | {v[:, 0].mean():.3f} | {v[:, 1].mean():.3f} | {v[:, 2].mean():.3f} | {v[:, 3].mean():.3f} "
+              f"(draws {v[:, 3].min():.3f}–{v[:, 3].max():.3f}) |", flush=True)
+
+
 def hub_scores(train: A.Paintings, asked: A.Paintings, names: np.ndarray, power: float, k: int,
                weight: float) -> np.ndarray:
     """The prototype score less the query's background term (as the default) and less ``weight`` times the hand's
@@ -282,6 +317,8 @@ def main() -> None:
                   mirrored["test"], a.seed, "with mirror")
     if "rule" in a.only:
         rule_table(train, val, calib, test, a.seed)
+    if "transfer" in a.only:
+        transfer_table(train, val, calib, test, a.seed)
     if "workspace" in a.only:
         workspace_table(train, val, unknown)
     if "unseen" in a.only:
