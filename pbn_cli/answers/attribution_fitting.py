@@ -273,7 +273,7 @@ def choose_space(background: Paintings, make_episodes, kind: str, trained_artist
     better by MARGIN and by SURE standard errors of a bootstrap over the episodes' artists (on four synthetic calib
     artists a space ahead by 0.036 was the worst on the test artists: the choice must not rest on which few
     painters the episodes hold); without episodes it stays too."""
-    tried, candidates = {}, []
+    tried, quality, kept = {}, {}, {}  # kept: the scored episodes of DEFAULT and of the best so far (memory)
     for power in POWERS:
         if power and len(background.emb) < 2:
             continue
@@ -295,15 +295,18 @@ def choose_space(background: Paintings, make_episodes, kind: str, trained_artist
                 scored = Episodes(**{**ep.__dict__, "s": [
                     by_kind(known, {kd: sims[aggregate] - (r if k else 0.0) for kd, (_, sims, r) in parts.items()}, n)
                     for known, parts, n in passes]})
-                q = float(_space_quality(scored)[0])
+                key, q = (power, aggregate, k), float(_space_quality(scored)[0])
                 sp = Space(power, aggregate, k, base.mean, base.projection)
-                tried[sp.describe()] = round(q, 4)
-                candidates.append((q, (power, aggregate, k), sp, scored))
-    by_key = {key: (q, sp, scored) for q, key, sp, scored in candidates}
-    _, _, best, best_ep = max(candidates, key=lambda c: c[0])
-    if DEFAULT not in by_key or by_key[DEFAULT][0] < by_key[RAW][0]:
+                tried[sp.describe()], quality[key] = round(q, 4), q
+                if key == DEFAULT:
+                    kept["default"] = (sp, scored)
+                if "best" not in kept or q > quality[kept["best"][0]]:
+                    kept["best"] = (key, sp, scored)
+    _, best, best_ep = kept["best"]
+    if "default" not in kept or quality[DEFAULT] < quality[RAW]:
         return best, tried
-    return (best if clearly_better(best_ep, by_key[DEFAULT][2]) else by_key[DEFAULT][1]), tried
+    default, default_ep = kept["default"]
+    return (best if clearly_better(best_ep, default_ep) else default), tried
 
 
 def clearly_better(ep: Episodes, than: Episodes) -> bool:
