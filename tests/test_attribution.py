@@ -175,6 +175,41 @@ def test_another_space_is_chosen_only_when_every_painter_agrees_it_is_better():
     assert F._space_quality(default, np.ones((3, 6))).tolist() == [F._space_quality(default)[0]] * 3
 
 
+def test_episodes_with_both_kinds_of_hand_fit_the_offset_between_them():
+    """Trained hands score 0.8 higher than new ones for the same likeness (their own space): only episodes where
+    both kinds compete tell p(a | known) to take it off, and there a trained hand's few held-out paintings weigh as
+    much as a new hand's many (per_hand)."""
+    rng = np.random.default_rng(7)
+
+    class Hands:
+        def __init__(self, kinds):
+            self.kinds, self.counts = np.asarray(kinds), np.full(len(kinds), 8)
+
+    def add(ep, kinds, per_hand=False):
+        hands = Hands(kinds)
+        labels = np.r_[rng.integers(len(kinds), size=60), np.full(30, -1)]
+        s = 0.4 * rng.normal(size=(90, len(kinds))) + 0.8 * hands.kinds
+        s[np.arange(60), labels[:60]] += 1.0
+        ep.add(s, hands, labels, labels.astype(str), 1.0, per_hand=per_hand)
+
+    pure, mixed = F.Episodes(), F.Episodes()
+    for _ in range(6):
+        add(pure, [1, 1, 1, 1])
+        add(pure, [0, 0, 0, 0])
+        add(mixed, [1, 1, 0, 0], per_hand=True)
+    alone, both = F.fit_open_set(pure), F.fit_open_set(pure, mixed)
+    assert abs(alone.hand_weights[2]) < 1e-6 and both.hand_weights[2] < -1.0  # the offset: uninformed, then fitted
+    s, kinds, counts, labels, _ = mixed.padded()
+    k = labels >= 0
+    right = {name: (A.hand_probabilities(m.hand_weights, s, kinds, counts)[k].argmax(1) == labels[k]).mean()
+             for name, m in (("alone", alone), ("both", both))}
+    assert right["both"] > right["alone"] + 0.05
+    w = mixed.weights[0]
+    known = mixed.labels[0] >= 0
+    per = [w[known & (mixed.labels[0] == h)].sum() for h in range(4)]
+    assert np.allclose(per, 0.5 / 4) and np.isclose(w[~known].sum(), 0.5)
+
+
 def test_the_three_answers_are_each_reached():
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(3, 6)) * 3

@@ -8,7 +8,11 @@ then fits the probabilities (``fit_open_set``) and the naming levels
   their training paintings as gallery, their held-out (val) paintings as
   known queries, and artists never trained on (calib) as unknown ones;
 - ``new_hand_episodes``: ``divisions`` of the calib artists alone (a
-  quarter, half or three quarters known, the rest not).
+  quarter, half or three quarters known, the rest not);
+- ``mixed_episodes``: both at once, the trained hands beside half of the
+  calib artists (the default ``attribute --among all``): they fit the one
+  number the others cannot, the offset between a trained and a new hand in
+  p(a | known).
 
 ``divisions`` is the one known/unknown division of a set of artists; the
 unseen-artist protocol of evaluation/attribution.py measures on it too.
@@ -83,10 +87,16 @@ class Episodes:
     weights: list = field(default_factory=list)
     artists: list = field(default_factory=list)  # each query's painter (the unit a bootstrap draws)
 
-    def add(self, s: np.ndarray, known: KnownHands, labels: np.ndarray, artists, weight: float = 1.0) -> None:
-        """One episode's queries; known and unknown ones weigh half each, the episode ``weight`` in all."""
+    def add(self, s: np.ndarray, known: KnownHands, labels: np.ndarray, artists, weight: float = 1.0,
+            per_hand: bool = False) -> None:
+        """One episode's queries; known and unknown ones weigh half each, the episode ``weight`` in all;
+        ``per_hand``: the known half shared equally by the hands asked about, not by their queries."""
         unknown = labels < 0
-        w = weight * np.where(unknown, 0.5 / max(unknown.sum(), 1), 0.5 / max((~unknown).sum(), 1))
+        share = np.full(len(labels), max((~unknown).sum(), 1), np.float64)
+        if per_hand and (~unknown).any():
+            hands, inverse, counts = np.unique(labels[~unknown], return_inverse=True, return_counts=True)
+            share[~unknown] = len(hands) * counts[inverse]
+        w = weight * np.where(unknown, 0.5 / max(unknown.sum(), 1), 0.5 / share)
         if not unknown.any() or unknown.all():
             w = np.full(len(labels), weight / max(len(labels), 1))
         self.s.append(s)
@@ -98,6 +108,9 @@ class Episodes:
 
     def __len__(self) -> int:
         return sum(map(len, self.labels))
+
+    def joined(self, other: Episodes) -> Episodes:
+        return Episodes(**{name: getattr(self, name) + getattr(other, name) for name in self.__dataclass_fields__})
 
     def padded(self):
         """Every query's scores padded with -inf to the widest episode, with the hands' kinds and counts, the
@@ -152,6 +165,28 @@ def use_episodes(att: AttributionModel, gallery: Paintings, held_out: Paintings,
     return ep
 
 
+def mixed_episodes(att: AttributionModel, gallery: Paintings, held_out: Paintings, calib: Paintings, seed: int,
+                   n: int = DIVISIONS // 4, score=scores) -> Episodes:
+    """Episodes of both kinds of hand at once, as `attribute` asks by default (every artist of the workspace a known
+    hand): the trained hands with their training paintings, and ``divisions`` of the calib artists, half of them
+    known with half of their paintings; queries: the trained hands' held-out paintings, the known calib artists'
+    other paintings and the unknown calib artists' paintings. Only here does a trained hand compete with a new one,
+    so only here is the offset between the kinds informed. The known half of the weight is shared equally by the
+    hands asked about: a trained hand has a few held-out paintings, a calib one half of its own, and weighing them
+    by their queries would fit that accident of the split as a preference for new hands."""
+    ep = Episodes()
+    if len(np.unique(calib.artists)) < 2 or not len(held_out.ids) or not len(gallery.ids):
+        return ep
+    for names, g, q, u in divisions(calib.artists, seed + 300, n):
+        both = Paintings.join([gallery, calib.take(g)])
+        known = KnownHands.from_gallery(att, both.emb, both.artists, both.ids)
+        asked = Paintings.join([held_out, calib.take(q), calib.take(u)])
+        s = score(att, known, asked.emb, asked.ids)
+        labels = np.r_[np.searchsorted(known.names, asked.artists[:len(held_out.ids) + len(q)]), np.full(len(u), -1)]
+        ep.add(s, known, labels, asked.artists, 1.0 / n, per_hand=True)
+    return ep
+
+
 def _newton(f: np.ndarray, valid: np.ndarray, cols: np.ndarray, w: np.ndarray, theta: np.ndarray,
             offset: np.ndarray | float = 0.0, ridge: float = 1e-3, iterations: int = 50) -> np.ndarray:
     """Maximum (ridge-penalised) likelihood of a softmax whose logits are linear in theta (f: (R, K, J) features,
@@ -198,16 +233,19 @@ def _null(s: np.ndarray, kinds: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def fit_open_set(ep: Episodes) -> OpenSet | None:
-    """p(a | known) on the episodes' known queries, then p(known) on all of them, then the naming level."""
+def fit_open_set(ep: Episodes, mixed: Episodes | None = None) -> OpenSet | None:
+    """p(a | known) on the known queries of the episodes and of ``mixed`` (``mixed_episodes``: they inform the
+    offset between the kinds of hand), then p(known) on all queries of ``ep``, then the naming level."""
     if not len(ep) or not any(len(s) and s.shape[1] for s in ep.s):
         return None
-    s, kinds, counts, labels, w = ep.padded()
     model = OpenSet()
+    s, kinds, counts, labels, w = (ep.joined(mixed) if mixed is not None and len(mixed) else ep).padded()
     is_known = labels >= 0
     if is_known.any():
         f = hand_features(s, kinds, counts)[is_known]
         model.theta[:4] = _newton(f, np.isfinite(s[is_known]), labels[is_known], w[is_known], model.hand_weights)
+    s, kinds, counts, labels, w = ep.padded()
+    is_known = labels >= 0
     model.null = _null(s, kinds, labels)
     _, g, offset = known_logit(model, s, kinds, counts)
     f = np.stack([g, np.zeros_like(g)], 1)  # the sigmoid as a softmax over (known, unknown)
@@ -350,7 +388,7 @@ def fit_attribution(background: Paintings, held_out: Paintings, calib: Paintings
         chosen[kind], tried[kind] = choose_space(background, make, kind, trained_artists)
     att = scoring_model(background.emb, background.artists, background.ids, trained_artists, chosen)
     ep = new_hand_episodes(att, calib, seed, use(att))
-    att.open_set = fit_open_set(ep)
+    att.open_set = fit_open_set(ep, mixed_episodes(att, background, held_out, calib, seed))
     n_calib, n_val = len(np.unique(calib.artists)), len(np.unique(held_out.artists))
     att.fitted_on = {"whitening": f"{len(background.ids)} training paintings",
                      "probability": f"{n_val} trained hands' held-out paintings, {n_calib} calib artists" if att.open_set

@@ -78,8 +78,7 @@ class _Story:
         top = result.hands[0]
         voted = vote[0][0] if vote else "nobody"
         said = (f"search's vote among the {k} nearest test paintings: {voted} ({vote[0][1] if vote else 0} of {k}); "
-                f"attribute: {result.answer} (p = {top.probability:.2f}, p(unknown hand) = "
-                f"{result.unknown_probability:.2f}: {result.reason}).")
+                f"attribute: {result.answer}, because {result.reason}.")
         if voted == top.artist and not result.unknown:
             return said + " They agree."
         why = []
