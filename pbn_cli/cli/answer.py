@@ -152,9 +152,10 @@ def attribute(
     that artist's paintings, with p(hand) and p(unknown hand) from the
     attribution model `pbn eval` fitted on the workspace (docs/metrics.md).
     Three answers: "unknown hand" when p(unknown hand) is at least 0.5
-    (likelier than all the known hands together); the top hand's name when p(top hand) reaches the level at which
-    named answers were right 80% of the time in eval's fitting; "probably
-    X, uncertain" in between. --evidence draws which regions of the (first)
+    (likelier than all the known hands together); the top hand's name when
+    p(top hand) reaches the level at which named answers were right 80% of
+    the time in eval's fitting; "probably X, uncertain" in between, each
+    with its reason in words. --evidence draws which regions of the (first)
     painting resemble the top hand's closest painting.
 
     Example: pbn attribute unknown.jpg --sheet hands.png --evidence where.png

@@ -170,7 +170,8 @@ def attribute_sheet(ws: Workspace, model: TrainedModel, images: list, results: l
                 ax.imshow(np.asarray(data.images[int(hand.closest["cache_row"].iloc[0])]))
             ax.set_title(f"{short(hand.artist, 22)}\np = {hand.probability:.2f}", fontsize=9)
     fig.suptitle("who painted it: the most likely hands, each by its closest painting (p: probability of that hand)\n"
-                 "green: named; orange: probably, uncertain; red: unknown hand (p(unknown hand) ≥ 0.5: likelier than all known hands)",
+                 "green: named; orange: probably, uncertain; "
+                 f"red: unknown hand (p(unknown hand) ≥ {scoring.UNKNOWN_AT:g}: likelier than all known hands)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     save_figure(fig, path)
