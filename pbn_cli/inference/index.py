@@ -116,21 +116,25 @@ class StoredIndex:
     def held(self) -> np.ndarray | None:
         """The store id of each of the index's vectors (-1: gone), None when there is no index of this kind, or
         when its three files do not tell of the same vectors (a save was killed between them): built anew."""
+        return self.read()[1]
+
+    def read(self) -> tuple[dict | None, np.ndarray | None]:
+        """``about()`` and ``held()``, index.json read once."""
         path, _, ids_path = self.files
         about = self.about()
         if about is None or about.get("labels") != "positions" or not path.exists() or not ids_path.exists():
-            return None  # none, or one from before its labels were positions: built anew
+            return about, None  # none, or one from before its labels were positions: built anew
         held = np.load(ids_path)
-        return held if about.get("vectors") == len(held) else None
+        return about, (held if about.get("vectors") == len(held) else None)
 
     def renumber(self, old: np.ndarray, new: np.ndarray) -> None:
         """The store's row ``old[i]`` is now ``new[i]``; rows not in ``old`` are gone (and never answer)."""
-        held = self.held()
+        about, held = self.read()
         if held is None:
             return
         at = _positions(np.asarray(old, np.int64), held)
         held = np.where(at >= 0, np.asarray(new, np.int64)[np.maximum(at, 0)], -1)
-        about = {**self.about(), "paintings": int((held >= 0).sum()), "renumbered": time.strftime("%Y-%m-%d %H:%M:%S")}
+        about = {**about, "paintings": int((held >= 0).sum()), "renumbered": time.strftime("%Y-%m-%d %H:%M:%S")}
         self._write_ids(held)
         write_text(self.files[1], json.dumps(about, indent=2))
 
@@ -157,11 +161,10 @@ def load_or_build(g: Gallery, store: Store, *, nprobe: int | None = None, progre
     faiss = _faiss()
     stored = StoredIndex(store)
     ids = gallery_ids(g, store)
-    held = stored.held()
+    about, held = stored.read()
     index = faiss.read_index(str(stored.files[0])) if held is not None else None
     whole = index is not None and index.ntotal == len(held)  # else a save was killed after index.faiss
     if whole and (not len(held) or (~np.isin(held, ids)).mean() <= REBUILD_DEAD):
-        about = stored.about()
         new = ~np.isin(ids, held)
         if new.any():
             progress.message(f"index: adding {int(new.sum()):,} paintings to the FAISS index")
