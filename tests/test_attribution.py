@@ -279,7 +279,7 @@ def test_ece_of_the_top_hand_equals_a_naive_loop_and_is_bootstrapped_over_artist
     right = known & (rng.random(n) < top)
     w = np.where(known, 0.5 / known.sum(), 0.5 / (~known).sum())
     ans = E.Answers(np.where(known, (~right).astype(int), -1), top, 1 - top, right, right, top, w, code,
-                    np.full(n, 0.8))
+                    np.full(n, 0.8), np.zeros(n, bool))
     figures, pictures = E._figures(ans, "x_", 50, 0)
     naive = 0.0
     for b in range(10):
@@ -315,6 +315,35 @@ def test_workspace_protocol_counts_known_and_unknown_queries_and_never_asks_a_ga
     s_itself = A.scores(att, known, twin.emb, twin.ids)
     s_other = A.scores(att, known, twin.emb, ["another id"])
     assert s_itself[0, 0] < s_other[0, 0]
+
+
+def test_both_kinds_at_once_asks_trained_and_new_hands_in_one_gallery_and_gives_each_kinds_top1():
+    rng = np.random.default_rng(7)
+    dim = 16
+    centres = rng.normal(size=(10, dim)) * 1.5
+    train, val = _gaussian(rng, centres, 6, "t", 0.6), _gaussian(rng, centres, 2, "t", 0.6)
+    calib = _gaussian(rng, rng.normal(size=(4, dim)) * 1.5, 4, "c", 0.6)
+    test = _gaussian(rng, rng.normal(size=(5, dim)) * 1.5, 4, "x", 0.6)
+    folds = E.cross_fitted(train, val, calib, test, 0)
+    figures, pictures = E.mixed_figures(train, val, calib, test, seed=0, replicates=20, folds=folds)
+    new = list(E._new_hands(test, 0, E.MIXED_DIVISIONS))
+    assert figures["mixed_trained_hands"] == 10 and figures["mixed_new_hands"] == 3 == len(new[0][0])
+    # each val and calib painting asked in its fold's every division; each test painting in every fold's, known
+    # when its artist is
+    n = E.MIXED_DIVISIONS
+    assert figures["mixed_known_queries"] == 20 * n + E.FOLDS * sum(len(q) for _, _, q, _ in new)
+    assert figures["mixed_unknown_queries"] == 16 * n + E.FOLDS * sum(len(u) for _, _, _, u in new)
+    for _, g, q, _ in new:  # a new hand's query is never one of its gallery paintings
+        assert not set(test.ids[g]) & set(test.ids[q])
+    assert figures["mixed_top1_trained"] > 0.6 and figures["mixed_top1_new"] > 0.6
+    assert 0.5 < figures["mixed_auroc"] <= 1 and pictures["curve"]
+    # each kind's top-1 is the share of that kind's known queries whose hand comes first, over every division
+    ans = E.mixed_answers(train, val, calib, test, 0, folds)
+    for key, kind in (("mixed_top1_trained", ans.trained), ("mixed_top1_new", ans.known & ~ans.trained)):
+        w = ans.weight * kind
+        assert figures[key] == pytest.approx((w * (ans.rank == 0)).sum() / w.sum())
+    ws, _ = E.workspace_figures(train, val, calib, test, seed=0, replicates=20, folds=folds)
+    assert "workspace_top1_new" not in ws  # one kind asked about: no split by kind
 
 
 def test_unseen_protocol_figures_equal_a_naive_count():

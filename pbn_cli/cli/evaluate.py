@@ -89,10 +89,13 @@ def _attribution_summary(m: dict) -> list[str]:
         out.append(f"attribution among the workspace's {m['workspace_hands']} trained hands: top-1 "
                    f"{m['workspace_top1']:.3f}, named answers right {m['workspace_named_precision']:.3f} at "
                    f"{m['workspace_named_coverage']:.0%} named, p(top hand) off by {m['workspace_ece']:.3f}")
+    if m.get("mixed_trained_hands"):
+        out.append(f"with {m['mixed_new_hands']} new hands beside them: top-1 {m['mixed_top1_trained']:.3f} for "
+                   f"trained hands' paintings, {m['mixed_top1_new']:.3f} for new hands'")
     if m.get("attribution_divisions"):
         out.append(f"attribution among unseen artists: top-1 {m['attribution_top1']:.3f}, open-set AUROC "
                    f"{m['open_set_auroc']:.3f} (raw {m['open_set_auroc_raw']:.3f}), p(top hand) off by "
-                   f"{m['attribution_ece']:.3f}; report.md has both with intervals")
+                   f"{m['attribution_ece']:.3f}; report.md has all three with intervals")
     return out
 
 

@@ -15,6 +15,13 @@ into two folds by artist, and each fold's queries are answered by a model
 fitted on the other fold (``answers/attribution_fitting.fit_attribution``),
 so no figure rests on a painting its model was fitted on.
 
+**Both kinds at once** (keys ``mixed_*``): as `attribute` asks by default,
+the workspace's trained hands beside new ones: divisions of the test
+artists join them as known hands (half of each one's paintings the
+gallery), with the workspace protocol's folds. Beside the usual figures,
+each kind's own top-1 (``mixed_top1_trained``, ``mixed_top1_new``): does a
+new painter's work come first against the trained hands of its school?
+
 Per protocol: top-1 and top-5 (known queries), open-set AUROC (known against
 unknown queries ranked by p(unknown)), the calibration error of p(top hand)
 (is the top hand right?), the three answers' shares and the precision of
@@ -41,6 +48,7 @@ KNN = 10  # neighbours of the vote `pbn search` shows
 RAW_TOP = 3  # gallery paintings whose mean similarity is the raw artist score
 LEVELS = np.round(np.arange(0.3, 0.96, 0.05), 2)  # naming levels of the precision-coverage curve
 FOLDS = 2
+MIXED_DIVISIONS = 5  # of the test artists, per fold (mixed_answers)
 
 
 def _raw_scores(e: np.ndarray, gallery_labels: np.ndarray, n_known: int) -> np.ndarray:
@@ -76,6 +84,7 @@ class Answers:
     weight: np.ndarray  # known and unknown queries half each within an episode
     code: np.ndarray  # the artist's code
     name_at: np.ndarray  # the naming level of the top hand's kind
+    trained: np.ndarray  # the true hand is a known trained hand (False: a new one, or an unknown one)
 
     @property
     def verdicts(self) -> np.ndarray:
@@ -109,7 +118,8 @@ def answer_queries(att: A.AttributionModel, gallery: A.Paintings, queries: A.Pai
     w = weight * np.where(known_mask, 0.5 / max(n_known, 1), 0.5 / max(n_unknown, 1))
     top_kind = known.kinds[np.where(np.isfinite(p).any(1), np.nan_to_num(p, nan=-1).argmax(1), 0)]
     name_at = att.open_set.name_at[top_kind] if att.open_set else np.full(len(p), np.nan)
-    return Answers(rank, p.max(1), pu, known_mask & (rank == 0), vote & known_mask, raw_best, w, code, name_at)
+    return Answers(rank, p.max(1), pu, known_mask & (rank == 0), vote & known_mask, raw_best, w, code, name_at,
+                   known_mask & (att.kinds(queries.artists) == 1))
 
 
 def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dict, dict]:
@@ -122,6 +132,8 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
               "unknown_rejected": (said_unknown, ~k), "known_rejected": (said_unknown, k),
               "named_precision": (ans.right, named), "named_coverage": (named, everyone),
               "probably_share": (verdicts == A.PROBABLY, everyone)}
+    if (k & ans.trained).any() and (k & ~ans.trained).any():  # both kinds asked about: each kind's first answer
+        values.update(top1_trained=(ans.rank == 0, k & ans.trained), top1_new=(ans.rank == 0, k & ~ans.trained))
     out: dict = {}
     rw = boot[:, ans.code] * ans.weight  # each replicate's weight of each query: its artist's draws x its own
     for key, (v, among) in values.items():
@@ -176,38 +188,99 @@ def unseen_figures(split: A.Paintings, att: A.AttributionModel, seed: int, n: in
     return out, pictures
 
 
-def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings,
-                      seed: int) -> Answers | None:
-    """The workspace protocol's answers: every training artist a known hand (its training paintings the gallery),
-    queries from val (known) and from test and calib (unknown), each fold answered by a model fitted on the other;
-    None when there is nothing to ask or fit."""
-    trained = np.unique(background.artists)
-    val = val.of(trained)
+def _codes(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings) -> np.ndarray:
+    """The names of the trained hands' val artists and of every calib and test artist, sorted: the bootstrap's
+    artist codes of both workspace protocols."""
+    return np.unique(np.r_[val.of(np.unique(background.artists)).artists, calib.artists, test.artists])
+
+
+def cross_fitted(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings,
+                 seed: int) -> list[tuple[A.AttributionModel, A.Paintings, A.Paintings]] | None:
+    """Per fold of the val and calib artists: the attribution model fitted on the other fold alone, and this fold's
+    val (trained hands' held-out paintings) and calib paintings, which it may answer; None when there is nothing to
+    ask or fit. ``val`` is kept to the trained hands' paintings."""
+    val = val.of(np.unique(background.artists))
     if not len(val.ids) or not len(test.ids) + len(calib.ids):
         return None
-    names = np.unique(np.r_[val.artists, calib.artists, test.artists])
+    names = _codes(background, val, calib, test)
     fold_of = dict(zip(names, np.random.default_rng([seed, 5]).permutation(len(names)) % FOLDS))
-    parts = []
-    for fold in range(FOLDS):  # test artists are in no fitting: asked in both folds, each time at half weight
+    folds = []
+    for fold in range(FOLDS):
         mine = {name: np.array([fold_of[a] == fold for a in part.artists], bool) for name, part in
                 (("val", val), ("calib", calib))}
         att = fit_attribution(background, val.take(~mine["val"]), calib.take(~mine["calib"]), seed)
         if att.open_set is None:
             return None
-        asked = A.Paintings.join([val.take(mine["val"]), calib.take(mine["calib"]), test])
+        folds.append((att, val.take(mine["val"]), calib.take(mine["calib"])))
+    return folds
+
+
+def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings,
+                      seed: int, folds: list | None = None) -> Answers | None:
+    """The workspace protocol's answers: every training artist a known hand (its training paintings the gallery),
+    queries from val (known) and from test and calib (unknown), each fold answered by a model fitted on the other
+    (``cross_fitted``, or ``folds`` when given); None when there is nothing to ask or fit."""
+    folds = folds or cross_fitted(background, val, calib, test, seed)
+    if folds is None:
+        return None
+    trained, names = np.unique(background.artists), _codes(background, val, calib, test)
+    parts = []
+    for att, val_f, calib_f in folds:  # test artists are in no fitting: asked in both folds, each time at half weight
+        asked = A.Paintings.join([val_f, calib_f, test])
         parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
-                                    np.searchsorted(names, asked.artists), 1.0 / FOLDS))
+                                    np.searchsorted(names, asked.artists), 1.0 / len(folds)))
     return Answers.join(parts)
 
 
-def workspace_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
-                      replicates: int = 200):
-    """The workspace protocol (``workspace_answers``): its figures and pictures."""
-    answers = workspace_answers(background, val, calib, test, seed)
+def _new_hands(test: A.Paintings, seed: int, n: int):
+    """The divisions of the test artists that join the trained hands in ``mixed_answers``."""
+    return divisions(test.artists, seed + 700, n)
+
+
+def mixed_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
+                  folds: list | None = None, n: int = MIXED_DIVISIONS) -> Answers | None:
+    """Both kinds of hand at once, as `attribute` asks by default: every training artist a known hand (its training
+    paintings the gallery) beside ``n`` seeded divisions of the test artists (half of them known, half of each one's
+    paintings the gallery); queries: the val paintings, the known test artists' other paintings, the unknown test
+    artists' and this fold's calib paintings. Cross-fitted as ``workspace_answers``; None when there is nothing to
+    ask or fit, or fewer than 2 test artists."""
+    folds = folds or cross_fitted(background, val, calib, test, seed)
+    if folds is None or len(np.unique(test.artists)) < 2:
+        return None
+    names = _codes(background, val, calib, test)
+    parts = []
+    for att, val_f, calib_f in folds:
+        for _, g, q, u in _new_hands(test, seed, n):
+            gallery = A.Paintings.join([background, test.take(g)])
+            asked = A.Paintings.join([val_f, test.take(q), test.take(u), calib_f])
+            parts.append(answer_queries(att, gallery, asked, np.isin(asked.artists, gallery.artists),
+                                        np.searchsorted(names, asked.artists), 1.0 / (len(folds) * n)))
+    return Answers.join(parts)
+
+
+def _protocol_figures(answers: Answers | None, prefix: str, replicates: int, seed: int, sizes) -> tuple[dict, dict]:
+    """A protocol's figures and pictures, with its sizes (``sizes()``: names after the prefix); when nothing was asked,
+    its first size alone, 0."""
     if answers is None:
-        return {"workspace_hands": 0}, {}
-    out, pictures = _figures(answers, "workspace_", replicates, seed)
-    out.update(workspace_hands=len(np.unique(background.artists)), workspace_gallery=len(background.ids),
-               workspace_folds=FOLDS, workspace_known_queries=len(val.of(np.unique(background.artists)).ids),
-               workspace_unknown_queries=len(calib.ids) + len(test.ids))
+        return {f"{prefix}{next(iter(sizes()))}": 0}, {}
+    out, pictures = _figures(answers, prefix, replicates, seed)
+    out.update({f"{prefix}{key}": value for key, value in sizes().items()})
     return out, pictures
+
+
+def workspace_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
+                      replicates: int = 200, folds: list | None = None):
+    """The workspace protocol (``workspace_answers``): its figures and pictures."""
+    return _protocol_figures(workspace_answers(background, val, calib, test, seed, folds), "workspace_", replicates,
+                             seed, lambda: dict(hands=len(np.unique(background.artists)), gallery=len(background.ids),
+                                                folds=FOLDS, known_queries=len(val.of(np.unique(background.artists)).ids),
+                                                unknown_queries=len(calib.ids) + len(test.ids)))
+
+
+def mixed_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
+                  replicates: int = 200, folds: list | None = None):
+    """Both kinds of hand at once (``mixed_answers``): its figures, each kind's top-1 among them, and pictures."""
+    return _protocol_figures(mixed_answers(background, val, calib, test, seed, folds), "mixed_", replicates, seed,
+                             lambda: dict(trained_hands=len(np.unique(background.artists)),
+                                          new_hands=len(next(iter(_new_hands(test, seed, 1)))[0]),
+                                          divisions=MIXED_DIVISIONS, folds=FOLDS))

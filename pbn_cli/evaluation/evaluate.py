@@ -28,7 +28,7 @@ from pbn_cli.core.tracking import open_tracker
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation import fitting, report
-from pbn_cli.evaluation.attribution import unseen_figures, workspace_figures
+from pbn_cli.evaluation.attribution import cross_fitted, mixed_figures, unseen_figures, workspace_figures
 from pbn_cli.evaluation.fitting import background_rows, paintings
 from pbn_cli.evaluation.scores import calibration_figures, compute_metrics
 from pbn_cli.answers import calibration, metrics
@@ -134,13 +134,15 @@ def _embed(model, ws: Workspace, data: CacheData, parts: dict, device, half: boo
 def attribution_figures(embedded: dict, parts: dict, seed: int) -> tuple[AttributionModel, dict, dict]:
     """The attribution model of the workspace, fitted on its training paintings (``background_rows``), its trained
     hands' held-out paintings (val) and artists never trained on (calib) (answers/attribution_fitting.py), and the
-    figures and pictures of both protocols (evaluation/attribution.py)."""
+    figures and pictures of its three protocols (evaluation/attribution.py)."""
     background, val, calib, test = (paintings(embedded, parts, name) for name in ("background", "val", "calib", "test"))
     att = fit_attribution(background, val, calib, seed)
     figures, pictures = unseen_figures(paintings(embedded, parts, "eval"), att, seed)
-    ws_figures, ws_pictures = workspace_figures(background, val, calib, test, seed)
-    figures.update(ws_figures)
-    return att, figures, {"unseen": pictures, "workspace": ws_pictures}
+    folds = cross_fitted(background, val, calib, test, seed)  # both workspace protocols answer with these fits
+    ws_figures, ws_pictures = workspace_figures(background, val, calib, test, seed, folds=folds)
+    mixed, mixed_pictures = mixed_figures(background, val, calib, test, seed, folds=folds)
+    figures.update(ws_figures, **mixed)
+    return att, figures, {"unseen": pictures, "workspace": ws_pictures, "mixed": mixed_pictures}
 
 
 def _write_outputs(folder: Path, rows, emb: np.ndarray, figures: dict, params: dict) -> None:

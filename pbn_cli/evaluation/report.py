@@ -50,6 +50,7 @@ def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int,
         made["reliability.png"] = ("reliability of p(same) on balanced pairs of this split: predicted probability "
                                    "against the share that are the same artist")
     for protocol, key, words in (("workspace", "workspace_ece", "among the workspace's trained hands"),
+                                 ("mixed", "mixed_ece", "among trained and new hands at once"),
                                  ("unseen", "attribution_ece", "among unseen artists")):
         if (attribution or {}).get(protocol):
             name = f"attribution-{protocol}.png"
@@ -85,7 +86,8 @@ UNSEEN_NAMES = {"auroc": "open_set_auroc", "auroc_raw": "open_set_auroc_raw", "u
 
 
 def attribution_lines(figures: dict) -> list[str]:
-    """The report's attribution sections (docs/metrics.md, "Attribution"): the workspace, then unseen artists."""
+    """The report's attribution sections (docs/metrics.md, "Attribution"): the workspace, both kinds of hand at
+    once, then unseen artists."""
     lines = []
     if figures.get("workspace_hands"):
         lines += ["## Who painted it: among the workspace's trained hands", "",
@@ -96,6 +98,14 @@ def attribution_lines(figures: dict) -> list[str]:
                   f"weighing half each. Cross-fitted in {figures['workspace_folds']} folds of artists: no query is "
                   f"answered by a model fitted on its artist. A name is given from p(top hand) ≥ "
                   f"{figures['workspace_name_at']:.2f}.", "", *_attribution_table(figures, "workspace_", {}), ""]
+    if figures.get("mixed_trained_hands"):
+        lines += ["## Who painted it: trained and new hands at once", "",
+                  f"As `pbn attribute` asks by default: the {figures['mixed_trained_hands']} trained hands beside "
+                  f"{figures['mixed_new_hands']} test artists as new known hands (half of each one's paintings the "
+                  f"gallery; {figures['mixed_divisions']} seeded divisions of the test artists per fold). Queries: the "
+                  "val paintings, the new hands' other paintings, the other test artists' and the calib paintings "
+                  "(unknown hands); the workspace's folds. Each kind's own top-1 says whether a painting by a new "
+                  "hand comes first against the trained hands.", "", *_attribution_table(figures, "mixed_", {}), ""]
     if figures.get("attribution_divisions"):
         spaces = figures.get("attribution_spaces") or {}
         lines += ["## Who painted it: among unseen artists", "",

@@ -22,6 +22,8 @@ FIGURES = (
 #: the baseline beside it
 ATTRIBUTION = (
     ("top1", "top-1 attribution (known hands)", "knn_vote_top1"),
+    ("top1_trained", "top-1, paintings by trained hands", None),
+    ("top1_new", "top-1, paintings by new hands", None),
     ("top5", "top-5 attribution (known hands)", None),
     ("auroc", "open-set AUROC (known vs unknown hand, by p(unknown))", "auroc_raw"),
     ("ece", "calibration error of p(top hand)", None),
