@@ -260,6 +260,22 @@ def test_a_probability_model_saved_with_one_slope_for_both_kinds_reads_as_the_sa
     assert np.allclose(unknown, 1 - 1 / (1 + np.exp(-logit)))
 
 
+@pytest.mark.parametrize("aggregate", ["prototype", "nearest"])
+def test_a_query_the_gallery_holds_twice_is_scored_as_if_neither_copy_were_there(aggregate):
+    att, rng = _att(aggregate=aggregate)
+    gallery = rng.normal(size=(9, 6)).astype(np.float32)
+    artists, ids = np.array(["a"] * 4 + ["b"] * 3 + ["c"] * 2), np.array([f"g{k}" for k in range(9)])
+    query = gallery[[1]]
+    copies = ("g1", "g5")  # one of a's paintings and one of b's are this very picture
+    known = A.KnownHands.from_gallery(att, gallery, artists, ids)
+    rest = ~np.isin(ids, copies)
+    without = A.KnownHands.from_gallery(att, gallery[rest], artists[rest], ids[rest])
+    assert A.scores(att, known, query, [copies]) == pytest.approx(A.scores(att, without, query, ["elsewhere"]))
+    one = A.scores(att, known, query, ["g1"])  # one copy left out is not two: b's copy still counts for b
+    assert one[0, 1] > A.scores(att, without, query, ["x"])[0, 1] + 0.01
+    assert list(A.rank(att, known, query[0], copies).artists) == list(A.rank(att, without, query[0]).artists)
+
+
 def test_a_hand_with_one_painting_is_scored_and_never_from_nothing():
     att, rng = _att()
     gallery = rng.normal(size=(5, 6)).astype(np.float32)
@@ -427,6 +443,28 @@ def test_attribute_at_the_command_line(tmp_path, evaluated_run):
         assert p["unknown_hand"] == (p["unknown_hand_probability"] >= A.UNKNOWN_AT)
     assert (tmp_path / "s.png").exists() and (tmp_path / "e.png").exists()
     assert runner.invoke(app, ["attribute", str(query), "-w", str(ws)]).stdout.count("hand 1") == 1
+
+
+def test_a_painting_of_the_workspace_in_another_file_is_set_aside_and_named(tmp_path, evaluated_run):
+    """A workspace painting saved again as a smaller JPEG is the same painting: left out of its hand as its own file
+    is, and the answer says which painting of the workspace it is."""
+    from serving import outside_painting, painting_files
+
+    ws = tmp_path / "ws"
+    shutil.copytree(evaluated_run, ws)
+    table = pd.read_parquet(ws / "manifests/split.parquet")
+    original = painting_files(ws)[2]
+    copy = tmp_path / "copy.jpg"
+    with Image.open(original) as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(copy, quality=80)
+    out = json.loads(runner.invoke(app, ["attribute", str(copy), str(original), str(outside_painting(ws, tmp_path)),
+                                         "-k", "8", "--json", "-w", str(ws)]).stdout)["paintings"]
+    mine = table.iloc[2]
+    for p in out[:2]:  # the re-encoded copy, and the workspace's own file
+        assert [c["image_id"] for c in p["in_workspace"]] == [mine["image_id"]]
+        assert p["in_workspace"][0]["artist"] == mine["artist"] and f"{mine['image_id']}, {mine['artist']}" in p["reason"]
+        assert mine["image_id"] not in {c["image_id"] for h in p["hands"] for c in h["closest"]}
+    assert out[2]["in_workspace"] == [] and "holds this painting" not in out[2]["reason"]  # rotated: another picture
 
 
 @pytest.mark.parametrize("case", ["not an image", "empty workspace", "empty split"])

@@ -322,10 +322,19 @@ def _hand_similarity(known: KnownHands, kind: str, aggregate: str, zq: np.ndarra
     sums = known.sums[kind]
     cos = zq @ normalise(sums).T
     cos[:, known.counts == 0] = -np.inf
-    for q, g in zip(*np.nonzero(itself)):  # the query itself is a gallery painting: left out of its hand
-        a = known.codes[g]
-        cos[q, a] = normalise(sums[a] - z[g]) @ zq[q] if known.counts[a] > 1 else -np.inf
+    for q in np.flatnonzero(itself.any(1)):  # the query is a gallery painting (or more): left out of its hand
+        for a in np.unique(known.codes[itself[q]]):
+            own = itself[q] & (known.codes == a)
+            cos[q, a] = normalise(sums[a] - z[own].sum(0)) @ zq[q] if known.counts[a] > own.sum() else -np.inf
     return cos
+
+
+def own_paintings(ids: np.ndarray, q_ids) -> np.ndarray:
+    """(Q, G): painting g is query q itself (``q_ids``: per query its id, or a tuple of the ids of the paintings
+    it is, when the collection holds it more than once)."""
+    if all(isinstance(q, str) for q in q_ids):
+        return ids[None, :] == np.asarray(q_ids).astype(str)[:, None]
+    return np.stack([np.isin(ids, [q] if isinstance(q, str) else list(q)) for q in q_ids]).reshape(len(q_ids), -1)
 
 
 def score_parts(att: AttributionModel, known: KnownHands, queries: np.ndarray, q_ids,
@@ -333,14 +342,13 @@ def score_parts(att: AttributionModel, known: KnownHands, queries: np.ndarray, q
     """Per kind of hand in the gallery: (its space, {aggregate: (Q, A) hand similarity}, (Q, A) r), for its space's
     aggregate and k, or with ``every_space`` for every aggregate and k = BACKGROUND_K (``choose_space`` scores every
     space of one whitening from one pass). A query's own painting is left out of its hand and of r."""
-    q_ids = np.asarray(q_ids).astype(str)
-    itself = known.ids[None, :] == q_ids[:, None]
+    itself = own_paintings(known.ids, q_ids)
     out = {}
     for kind in known.z:
         sp = att.spaces[kind]
         zq = sp.whiten(queries)
         sims = zq @ known.pool[kind].T
-        sims[known.pool_ids[None, :] == q_ids[:, None]] = -np.inf
+        sims[own_paintings(known.pool_ids, q_ids)] = -np.inf
         aggregates = AGGREGATES if every_space else (sp.aggregate,)
         out[kind] = (sp, {a: _hand_similarity(known, kind, a, zq, itself) for a in aggregates},
                      _background_term(sims, known.pool_artists, known.names, BACKGROUND_K if every_space else sp.k))
@@ -462,8 +470,9 @@ class Ranking:
         return self.answer == UNKNOWN
 
 
-def rank(att: AttributionModel, known: KnownHands, query: np.ndarray, query_id: str = "") -> Ranking:
-    """One query's hands ranked by probability (score within a kind), with the three-way answer."""
+def rank(att: AttributionModel, known: KnownHands, query: np.ndarray, query_id: str | tuple = "") -> Ranking:
+    """One query's hands ranked by probability (score within a kind), with the three-way answer; ``query_id``: the
+    gallery painting(s) the query is, left out."""
     s = scores(att, known, np.atleast_2d(query), [query_id])
     p, unknown = probabilities(att, known, s)
     key = np.where(np.isfinite(p[0]), p[0], s[0])

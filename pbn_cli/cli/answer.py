@@ -155,8 +155,10 @@ def attribute(
     (likelier than all the known hands together); the top hand's name when
     p(top hand) reaches the level at which named answers were right 80% of
     the time in eval's fitting; "probably X, uncertain" in between, each
-    with its reason in words. --evidence draws which regions of the (first)
-    painting resemble the top hand's closest painting.
+    with its reason in words. A painting the workspace holds (its file, or
+    the same picture in another file) is set aside from its own hand, and
+    the reason says which one it is. --evidence draws which regions of the
+    (first) painting resemble the top hand's closest painting.
 
     Example: pbn attribute unknown.jpg --sheet hands.png --evidence where.png
     """

@@ -123,7 +123,8 @@ class CacheData:
         self.images = open_cache(self.path)
         if "digest" not in cached:  # a cache made before pbn kept its rows' digests
             cached["digest"] = [pixels_digest(self.images[r]) for r in cached["cache_row"]]
-        table = splits.merge(cached[["image_id", "cache_row", "digest"]], on="image_id")
+        table = splits.merge(cached[["image_id", "cache_row", "digest", *(["phash"] if "phash" in cached else [])]],
+                             on="image_id")
         self.table = table
         names = sorted(table["artist"].unique())
         self.artist_codes = {a: i for i, a in enumerate(names)}

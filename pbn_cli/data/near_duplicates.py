@@ -19,6 +19,7 @@ _DCT = np.array(
     [[math.cos(math.pi * (2 * x + 1) * u / (2 * _N)) for x in range(_N)] for u in range(_N)]
 )
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+NEAR_BITS = 4  # hashes this close (of 64 bits) are the same painting: re-encoded, rescaled, another file
 
 
 def phash(pixels: np.ndarray) -> int:
@@ -37,7 +38,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _POPCOUNT[x].sum(axis=1)
 
 
-def near_duplicate_groups(hashes: np.ndarray, max_distance: int = 4, max_bucket: int = 5000) -> np.ndarray:
+def near_duplicate_groups(hashes: np.ndarray, max_distance: int = NEAR_BITS, max_bucket: int = 5000) -> np.ndarray:
     """A group number per painting (-1 when it has no near-duplicate)."""
     n = len(hashes)
     parent = np.arange(n)

@@ -5,7 +5,11 @@ The known hands are the artists of the workspace's paintings (all of them,
 or one split's: ``among``), embedded by the model's store; the scores, the
 probabilities and the answer rule are the attribution model `pbn eval`
 fitted (answers/attribution.py). A query that is itself one of the
-workspace's paintings is left out of its own hand, as search leaves it out.
+workspace's paintings (its file, or the same picture in another file: a
+perceptual hash within ``NEAR_BITS`` of the cached painting's) is left out
+of its own hand, as eval leaves a query out of its gallery: the answer is
+the model's own reading of the painting, and says which painting of the
+workspace it is.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData
+from pbn_cli.data.near_duplicates import NEAR_BITS, hamming, phash
 from pbn_cli.inference.search import Gallery, gallery, same_file
 from pbn_cli.answers import attribution as scoring
 from pbn_cli.answers.metrics import row_distances
@@ -56,6 +61,7 @@ class Attribution:
     verdict: str  # scoring.NAMED, scoring.PROBABLY or scoring.UNKNOWN (answers/attribution.verdicts)
     unknown_probability: float  # that none of the known hands painted it
     name_at: float  # p(top hand) from which a hand is named
+    in_workspace: pd.DataFrame | None = None  # image_id, artist, split: the workspace's copies of it, left out
 
     @property
     def unknown(self) -> bool:
@@ -70,7 +76,11 @@ class Attribution:
 
     @property
     def reason(self) -> str:
-        """Why the answer is what it is, in words (the rule: answers/attribution.verdicts)."""
+        """Why the answer is what it is, in words (the rule: answers/attribution.verdicts), and which of the
+        workspace's paintings the query is, if it is one."""
+        return self._rule() + self._copies()
+
+    def _rule(self) -> str:
         u = self.unknown_probability
         if self.unknown or not self.hands:
             return (f"p(unknown hand) = {u:.2f}, at least {scoring.UNKNOWN_AT:g}: more likely by none of the known "
@@ -82,10 +92,19 @@ class Attribution:
         return (f"more likely by one of the known hands than by none (p(unknown hand) = {u:.2f}), {top.artist} the "
                 f"likeliest of them, but at p = {top.probability:.2f}, below the {self.name_at:.2f} a name needs")
 
+    def _copies(self) -> str:
+        if self.in_workspace is None or not len(self.in_workspace):
+            return ""
+        said = "; ".join(f"{r.image_id}, {r.artist}, {r.split} split" for r in self.in_workspace.head(3).itertuples())
+        more = f" and {len(self.in_workspace) - 3} more" if len(self.in_workspace) > 3 else ""
+        return (f"; the workspace holds this painting ({said}{more}): set aside, so the answer rests on the hands' "
+                "other paintings")
+
     def to_dict(self) -> dict:
         return {"query": self.query, "answer": self.answer, "verdict": self.verdict, "unknown_hand": self.unknown,
                 "named": self.verdict == scoring.NAMED, "named_from": self.name_at, "reason": self.reason,
                 "unknown_hand_probability": self.unknown_probability,
+                "in_workspace": [] if self.in_workspace is None else self.in_workspace.to_dict("records"),
                 "hands": [{"artist": h.artist, "probability": h.probability, "score": h.score,
                            "closest": h.closest.drop(columns=["cache_row"]).to_dict("records")} for h in self.hands]}
 
@@ -114,29 +133,38 @@ def known_hands(g: Gallery, model: TrainedModel, among: str) -> scoring.KnownHan
     return scoring.KnownHands.from_gallery(model.attribution, g.emb[pool], table["artist"], table["image_id"])
 
 
+def same_painting(g: Gallery, image, pixels: np.ndarray) -> np.ndarray:
+    """Gallery rows that are the query itself: its own file, or a cached painting whose perceptual hash is within
+    ``NEAR_BITS`` of the query's as the model reads it (``pixels``), the same picture in another file."""
+    if "phash" not in g.table:  # a cache made before pbn kept the hashes in its manifest
+        return same_file(g, image)
+    return same_file(g, image) | (hamming(g.table["phash"].to_numpy(np.int64), np.int64(phash(pixels))) <= NEAR_BITS)
+
+
 def attribute_one(g: Gallery, known: scoring.KnownHands, model: TrainedModel, name: str, query: np.ndarray, k: int,
                   itself: np.ndarray | None = None) -> Attribution:
-    """One painting's hands; ``itself`` marks gallery rows that are the query's own file (left out of its hand)."""
+    """One painting's hands; ``itself`` marks gallery rows that are the query (``same_painting``), left out of its
+    hand and named in the answer."""
     itself = np.zeros(len(g.table), bool) if itself is None else itself
-    query_id = str(g.table["image_id"].iloc[np.flatnonzero(itself)[0]]) if itself.any() else ""
-    ranked = scoring.rank(model.attribution, known, query, query_id)
+    copies = g.table.iloc[np.flatnonzero(itself)][["image_id", "artist", "split"]].astype(str).reset_index(drop=True)
+    ranked = scoring.rank(model.attribution, known, query, tuple(copies["image_id"]))
     artists = g.table["artist"].to_numpy(str)
     top = [Candidate(str(a), float(s), float(p), _closest(g, np.flatnonzero((artists == a) & ~itself), query, model))
            for a, s, p in zip(ranked.artists[:k], ranked.scores[:k], ranked.probabilities[:k])]
-    return Attribution(name, top, ranked.answer, ranked.unknown_probability, ranked.name_at)
+    return Attribution(name, top, ranked.answer, ranked.unknown_probability, ranked.name_at, copies)
 
 
 def attribute(ws: Workspace, model: TrainedModel, images: list, *, among: str = "all", k: int = 5,
               device: torch.device | None, g: Gallery | None = None, progress: Progress = SILENT) -> list[Attribution]:
     """Each image's (a file, a PIL image or an array) most likely hands among the workspace's artists, or "unknown
-    hand"; a file that is one of the workspace's paintings is left out of its own hand."""
+    hand"; a painting of the workspace (its file, or a copy: ``same_painting``) is left out of its own hand."""
     check_request(model, among, k)
     names = [imaging.image_name(image, n) for n, image in enumerate(images)]
     queries = [model.read(image, None if imaging.is_file(image) else name)  # a bad image stops here, at once
                for image, name in zip(images, names)]
     g = g or gallery(ws, model, device, progress=progress)
     known = known_hands(g, model, among)
-    return [attribute_one(g, known, model, name, model.embed_one(pixels, device), k, same_file(g, image))
+    return [attribute_one(g, known, model, name, model.embed_one(pixels, device), k, same_painting(g, image, pixels))
             for image, name, pixels in zip(images, names, queries)]
 
 

@@ -31,7 +31,7 @@ from pbn_cli.evaluation.summary import summarize
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation.plots import distance_histograms
-from pbn_cli.inference.attribute import Attribution, attribute_one, check_request, known_hands
+from pbn_cli.inference.attribute import Attribution, attribute_one, check_request, known_hands, same_painting
 from pbn_cli.inference.compare import Verdict, verdict
 from pbn_cli.inference.evidence import evidence, evidence_sheet, tiles
 from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest
@@ -199,7 +199,9 @@ class Service:
         """Who painted the upload: the known hands of the workspace ranked, as `pbn attribute` ranks them."""
         check_request(self.model, among, k)
         hands = self._once(self._derived, f"hands:{among}", lambda: known_hands(self.paintings(), self.model, among))
-        return attribute_one(self.paintings(), hands, self.model, query.name, query.embedding, k)
+        g = self.paintings()
+        return attribute_one(g, hands, self.model, query.name, query.embedding, k,
+                             same_painting(g, query.pixels, query.pixels))
 
     def evidence(self, a: tuple[bytes, str], b: tuple[bytes, str] | Path, title: str) -> dict:
         """The evidence of two paintings (uploads, or an upload and a workspace painting's file): its picture (PNG),
