@@ -240,6 +240,10 @@ def test_the_three_answers_are_each_reached():
     reasons = {v: Attribution("q.jpg", [hand], v, 0.2, 0.8).reason for v in (A.NAMED, A.PROBABLY, A.UNKNOWN)}
     assert "0.60 reaches 0.80" in reasons[A.NAMED] and "below the 0.80 a name needs" in reasons[A.PROBABLY]
     assert "p(unknown hand) = 0.20" in reasons[A.PROBABLY] and "at least 0.5" in reasons[A.UNKNOWN]
+    # a top hand below one half is the likeliest of the hands, not a probable one
+    unlikely = Candidate("b", 0.5, 0.3, hand.closest)
+    assert Attribution("q.jpg", [unlikely], A.PROBABLY, 0.45, 0.8).answer == "perhaps b, uncertain"
+    assert Attribution("q.jpg", [unlikely], A.NAMED, 0.1, 0.2).answer == "b"
 
 
 def test_a_probability_model_saved_with_one_slope_for_both_kinds_reads_as_the_same_model():
@@ -438,7 +442,8 @@ def test_attribute_at_the_command_line(tmp_path, evaluated_run):
         probs = [h["probability"] for h in p["hands"]]
         assert probs == sorted(probs, reverse=True) and sum(probs) + p["unknown_hand_probability"] <= 1 + 1e-9
         top = p["hands"][0]["artist"]
-        assert p["answer"] == {"named": top, "probably": f"probably {top}, uncertain", "unknown hand": "unknown hand"}[
+        hedge = "probably" if p["hands"][0]["probability"] >= 0.5 else "perhaps"
+        assert p["answer"] == {"named": top, "probably": f"{hedge} {top}, uncertain", "unknown hand": "unknown hand"}[
             p["verdict"]]
         assert p["unknown_hand"] == (p["unknown_hand_probability"] >= A.UNKNOWN_AT)
     assert (tmp_path / "s.png").exists() and (tmp_path / "e.png").exists()

@@ -41,7 +41,8 @@ at least one half, that is at least p(one of the known hands painted it)
 hand's name when p(top hand) reaches ``name_at``, the lowest level from
 ``PRECISION`` up at which named answers were right ``PRECISION`` of the time
 on the fitting episodes (one level for a trained top hand, one for a new
-one); below that, "probably <hand>, uncertain".
+one); below that, "probably <hand>, uncertain" ("perhaps <hand>, uncertain"
+while p(top hand) is below one half: ``hedge``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ KINDS = ("new", "trained")
 UNKNOWN, NAMED, PROBABLY = "unknown hand", "named", "probably"
 KNOWN_WEIGHTS = 6  # of p(known)'s logit (``_known_features``)
 UNKNOWN_AT = 0.5  # p(unknown hand) from which the answer is "unknown hand"
+PROBABLY_FROM = 0.5  # p(top hand) from which an uncertain answer says "probably"; below, "perhaps" (``hedge``)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -439,6 +441,12 @@ def probabilities(att: AttributionModel, known: KnownHands, s: np.ndarray) -> tu
     if att.open_set is None or not s.shape[1]:  # no probability model (eval found no artists to fit it on)
         return np.full(s.shape, np.nan), np.full(len(s), np.nan)
     return open_set_probabilities(att.open_set, s, known.kinds, known.counts)
+
+
+def hedge(p_top: float) -> str:
+    """The word an uncertain answer puts before the hand: "probably" when the hand is likelier than not, else
+    "perhaps" (a hand at p = 0.2 is the likeliest of many, not a probable one)."""
+    return "probably" if p_top >= PROBABLY_FROM else "perhaps"
 
 
 def verdicts(p_top, p_unknown, name_at) -> np.ndarray:

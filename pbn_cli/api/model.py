@@ -213,8 +213,8 @@ class Model:
                   sheet: str | os.PathLike | None = None, progress: Progress = SILENT
                   ) -> Attribution | list[Attribution]:
         """Who painted it? Each image's ``k`` most likely hands among the workspace's artists (``among``: all, or
-        one split), with p(hand), p(unknown hand) and the answer: the name, "probably X, uncertain", or "unknown
-        hand". One image gives one ``Attribution``, a list gives a list. ``sheet``: a PNG of the answers."""
+        one split), with p(hand), p(unknown hand) and the answer: the name, "probably X, uncertain" (or "perhaps
+        …"), or "unknown hand". One image gives one ``Attribution``, a list gives a list. ``sheet``: a PNG of the answers."""
         from pbn_cli.inference.attribute import attribute, attribute_sheet, check_request
 
         ws = self._workspace("attribute")

@@ -154,7 +154,8 @@ def attribute(
     Three answers: "unknown hand" when p(unknown hand) is at least 0.5
     (likelier than all the known hands together); the top hand's name when
     p(top hand) reaches the level at which named answers were right 80% of
-    the time in eval's fitting; "probably X, uncertain" in between, each
+    the time in eval's fitting; "probably X, uncertain" in between
+    ("perhaps X, uncertain" while p(X) is below one half), each
     with its reason in words. A painting the workspace holds (its file, or
     the same picture in another file) is set aside from its own hand, and
     the reason says which one it is. --evidence draws which regions of the
@@ -188,8 +189,8 @@ def attribute(
     new, known = answerer.name_at
     console.out.print(f"(p: probability that the painting is by that hand. A name from p ≥ {known:.2f} for a hand the "
                       f"network trained on, {new:.2f} for one it did not: there named answers were right 80% of the "
-                      "time in eval's fitting; 'probably …, uncertain' below; 'unknown hand' when p(unknown hand) is "
-                      "at least 0.5)", highlight=False)
+                      "time in eval's fitting; 'probably …, uncertain' below ('perhaps …' below 0.5); 'unknown hand' "
+                      "when p(unknown hand) is at least 0.5)", highlight=False)
 
 
 @command

@@ -29,7 +29,7 @@ ATTRIBUTION = (
     ("ece", "calibration error of p(top hand)", None),
     ("named_precision", "named answers that are right", None),
     ("named_coverage", "queries given a name", None),
-    ("probably_share", "queries answered 'probably …, uncertain'", None),
+    ("probably_share", "queries answered 'probably …' or 'perhaps …, uncertain'", None),
     ("unknown_rejected", "unknown hands answered 'unknown hand'", None),
     ("known_rejected", "known hands wrongly answered 'unknown hand'", None),
 )

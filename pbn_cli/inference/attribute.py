@@ -1,5 +1,5 @@
 """attribute: who painted this? The known hands ranked, each with a probability and its closest paintings, and
-one of three answers: the hand's name, "probably <hand>, uncertain", or "unknown hand".
+one of three answers: the hand's name, "probably <hand>, uncertain" ("perhaps" below p = 0.5), or "unknown hand".
 
 The known hands are the artists of the workspace's paintings (all of them,
 or one split's: ``among``), embedded by the model's store; the scores, the
@@ -69,10 +69,11 @@ class Attribution:
 
     @property
     def answer(self) -> str:
-        """In words: the hand, "probably <hand>, uncertain", or "unknown hand"."""
+        """In words: the hand, "probably <hand>, uncertain" ("perhaps …" below p = 0.5), or "unknown hand"."""
         if self.unknown or not self.hands:
             return scoring.UNKNOWN
-        return self.hands[0].artist if self.verdict == scoring.NAMED else f"probably {self.hands[0].artist}, uncertain"
+        top = self.hands[0]
+        return top.artist if self.verdict == scoring.NAMED else f"{scoring.hedge(top.probability)} {top.artist}, uncertain"
 
     @property
     def reason(self) -> str:
