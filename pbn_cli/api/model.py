@@ -173,12 +173,13 @@ class Model:
         result name each painting (default: its file name, or "image 1", "image 2" for a picture in memory)."""
         from pbn_cli.inference.evidence import evidence, evidence_sheet, tiles
 
-        for n, image in enumerate((a, b)):  # a picture that cannot be a painting stops here, in one line
-            self.pixels(image, None if imaging.is_file(image) else imaging.image_name(image, n))
+        # a picture that cannot be a painting stops here, in one line; read once, its whole embedding's input
+        seen = [self.pixels(image, None if imaging.is_file(image) else imaging.image_name(image, n))
+                for n, image in enumerate((a, b))]
         device = self.evidence_device()
         with _files([a, b]) as (fa, fb):
-            found = evidence(tiles(self.trained, fa, device, names[0]), tiles(self.trained, fb, device, names[1]),
-                             self.trained)
+            found = evidence(tiles(self.trained, fa, device, names[0], seen[0]),
+                             tiles(self.trained, fb, device, names[1], seen[1]), self.trained)
             if path is None:
                 return found.to_dict(details)
             if title is None:
@@ -214,19 +215,21 @@ class Model:
                   ) -> Attribution | list[Attribution]:
         """Who painted it? Each image's ``k`` most likely hands among the workspace's artists (``among``: all, or
         one split), with p(hand), p(unknown hand) and the answer: the name, "probably X, uncertain" (or "perhaps
-        …"), or "unknown hand". One image gives one ``Attribution``, a list gives a list. ``sheet``: a PNG of the answers."""
+        …"), or "unknown hand". One image gives one ``Attribution``, a list gives a list. ``sheet``: a PNG of the
+        answers."""
         from pbn_cli.inference.attribute import attribute, attribute_sheet, check_request
 
         ws = self._workspace("attribute")
         check_request(self.trained, among, k)  # before the gallery is embedded
         one = _single(images)
         images = [images] if one else list(images)
-        for n, image in enumerate(images):  # a file that is not an image stops here, before the gallery is embedded
-            self.pixels(image, None if imaging.is_file(image) else imaging.image_name(image, n))
+        # a file that is not an image stops here, before the gallery is embedded; each is decoded once
+        read = [self.pixels(image, None if imaging.is_file(image) else imaging.image_name(image, n))
+                for n, image in enumerate(images)]
         results = attribute(ws, self.trained, images, among=among, k=k, device=self._device,
-                            g=self.gallery(progress=progress), progress=progress)
+                            g=self.gallery(progress=progress), progress=progress, pixels=read)
         if sheet is not None:
-            attribute_sheet(ws, self.trained, images, results, Path(sheet))
+            attribute_sheet(ws, self.trained, images, results, Path(sheet), pixels=read)
         return results[0] if one else results
 
     def attribution_evidence(self, image: Image, result: Attribution, *, path: str | os.PathLike | None = None,
@@ -260,13 +263,13 @@ class Model:
         if index not in KINDS:
             raise InputError(f"unknown index {index!r}; choose one of {', '.join(KINDS)}")
         where = [where] if isinstance(where, str) else list(where or [])
-        self.pixels(image)  # a query that is not an image stops here, before the gallery is embedded
+        pixels = self.pixels(image)  # a query that is not an image stops here, before the gallery is embedded
         g = self.gallery(half=half, progress=progress)
         finder = finder_for(index, g, self.trained.store(ws, half), progress=progress)
         result = search(ws, self.trained, image=image, k=k, split=split, where=filters.mask(g.table, where),
-                        device=self._device, finder=finder, g=g)
+                        device=self._device, finder=finder, g=g, pixels=pixels)
         if sheet is not None:
-            search_sheet(ws, self.trained, image, result, Path(sheet))
+            search_sheet(ws, self.trained, image, result, Path(sheet), pixels)
         near = result.neighbours.drop(columns=["cache_row"])
         near.attrs.update(vote=[(str(a), int(n)) for a, n in result.vote], run=self.name)
         return near

@@ -73,7 +73,9 @@ class Attribution:
         if self.unknown or not self.hands:
             return scoring.UNKNOWN
         top = self.hands[0]
-        return top.artist if self.verdict == scoring.NAMED else f"{scoring.hedge(top.probability)} {top.artist}, uncertain"
+        if self.verdict == scoring.NAMED:
+            return top.artist
+        return f"{scoring.hedge(top.probability)} {top.artist}, uncertain"
 
     @property
     def reason(self) -> str:
@@ -156,13 +158,15 @@ def attribute_one(g: Gallery, known: scoring.KnownHands, model: TrainedModel, na
 
 
 def attribute(ws: Workspace, model: TrainedModel, images: list, *, among: str = "all", k: int = 5,
-              device: torch.device | None, g: Gallery | None = None, progress: Progress = SILENT) -> list[Attribution]:
+              device: torch.device | None, g: Gallery | None = None, progress: Progress = SILENT,
+              pixels: list | None = None) -> list[Attribution]:
     """Each image's (a file, a PIL image or an array) most likely hands among the workspace's artists, or "unknown
-    hand"; a painting of the workspace (its file, or a copy: ``same_painting``) is left out of its own hand."""
+    hand"; a painting of the workspace (its file, or a copy: ``same_painting``) is left out of its own hand.
+    ``pixels``: the images as ``model.read`` gave them already (not decoded again)."""
     check_request(model, among, k)
     names = [imaging.image_name(image, n) for n, image in enumerate(images)]
-    queries = [model.read(image, None if imaging.is_file(image) else name)  # a bad image stops here, at once
-               for image, name in zip(images, names)]
+    queries = pixels if pixels is not None else [model.read(image, None if imaging.is_file(image) else name)
+                                                 for image, name in zip(images, names)]  # a bad image stops here
     g = g or gallery(ws, model, device, progress=progress)
     known = known_hands(g, model, among)
     return [attribute_one(g, known, model, name, model.embed_one(pixels, device), k, same_painting(g, image, pixels))
@@ -180,16 +184,17 @@ def _closest(g: Gallery, rows: np.ndarray, query: np.ndarray, model: TrainedMode
 
 
 def attribute_sheet(ws: Workspace, model: TrainedModel, images: list, results: list[Attribution],
-                    path: Path, hands: int = 3) -> None:
-    """One row per query: the query as the model sees it, then each proposed hand's closest painting."""
+                    path: Path, hands: int = 3, pixels: list | None = None) -> None:
+    """One row per query: the query as the model sees it (``pixels``, when read already), then each proposed hand's
+    closest painting."""
     plt = pyplot()
     data = CacheData(ws)
     fig, axes = plt.subplots(len(results), hands + 1, figsize=(2.6 * (hands + 1), 3.3 * len(results) + 0.4),
                              squeeze=False)
-    for row, (image, result) in zip(axes, zip(images, results)):
+    for n, (row, (image, result)) in enumerate(zip(axes, zip(images, results))):
         for ax in row:
             ax.axis("off")
-        row[0].imshow(model.read(image))
+        row[0].imshow(model.read(image) if pixels is None else pixels[n])
         verdict = textwrap.shorten(result.answer, 52, placeholder="…")
         row[0].set_title(f"{short(result.query, 22)}\n→ {textwrap.fill(verdict, 28)}\n"
                          f"p(unknown hand) = {result.unknown_probability:.2f}", fontsize=9,

@@ -138,8 +138,10 @@ def tile_boxes(side: int, size: int) -> np.ndarray:
     return np.array([[top, left, size] for top in at for left in at])
 
 
-def tiles(model: TrainedModel, path: Path, device: torch.device | None, name: str | None = None) -> Tiles:
-    """The painting at ``path`` read at the evidence's scale, tiled and embedded; its details come from the file."""
+def tiles(model: TrainedModel, path: Path, device: torch.device | None, name: str | None = None,
+          seen: np.ndarray | None = None) -> Tiles:
+    """The painting at ``path`` read at the evidence's scale, tiled and embedded; its details come from the file.
+    ``seen``: the painting as ``model.read`` gives it, when read already (its whole embedding's input)."""
     if not Path(path).is_file():
         raise InputError(f"{name or path} does not exist")
     side = evidence_side(model, path)
@@ -148,7 +150,8 @@ def tiles(model: TrainedModel, path: Path, device: torch.device | None, name: st
         width, height = imaging.upright_size(str(path))
     except imaging.ImageReadError as err:
         raise InputError(f"cannot read {name or path}: {err}") from None
-    found = tiles_of(model, pixels, device, name or Path(path).name, whole=model.embed_one(model.read(path), device))
+    whole = model.embed_one(model.read(path) if seen is None else seen, device)
+    found = tiles_of(model, pixels, device, name or Path(path).name, whole=whole)
     found.place, found.source = imaging.Placement(width, height, side, model.fit), Path(path)
     return found
 

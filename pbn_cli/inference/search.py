@@ -163,17 +163,20 @@ def same_file(g: Gallery, query) -> np.ndarray:
 
 def search(ws: Workspace, model: TrainedModel, *, image, k: int = 10, split: str = "all",
            where: np.ndarray | None = None, device: torch.device | None, half: bool = False, finder=None,
-           progress: Progress = SILENT, g: Gallery | None = None) -> SearchResult:
-    """The ``k`` paintings nearest to ``image`` (a file, a PIL image or an array), the query's own file left out."""
+           progress: Progress = SILENT, g: Gallery | None = None, pixels: np.ndarray | None = None) -> SearchResult:
+    """The ``k`` paintings nearest to ``image`` (a file, a PIL image or an array), the query's own file left out;
+    ``pixels``: the image as ``model.read`` gave it already (not decoded again)."""
     check_request(k, split)
-    query = model.embed_one(model.read(image), device)
+    query = model.embed_one(model.read(image) if pixels is None else pixels, device)
     g = g or gallery(ws, model, device, half=half, progress=progress)
     return nearest(g, model, query, k=k, split=split, leave_out=same_file(g, image), where=where,
                    finder=finder)
 
 
-def search_sheet(ws: Workspace, model: TrainedModel, image, result: SearchResult, path: Path) -> None:
-    """The query and its neighbours as the model saw them, with artists and distances."""
+def search_sheet(ws: Workspace, model: TrainedModel, image, result: SearchResult, path: Path,
+                 pixels: np.ndarray | None = None) -> None:
+    """The query (``pixels``: as the model read it, when at hand) and its neighbours as the model saw them, with
+    artists and distances."""
     plt = pyplot()
     data = CacheData(ws)
     n = len(result.neighbours) + 1
@@ -182,7 +185,7 @@ def search_sheet(ws: Workspace, model: TrainedModel, image, result: SearchResult
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    axes[0, 0].imshow(model.read(image))
+    axes[0, 0].imshow(model.read(image) if pixels is None else pixels)
     axes[0, 0].set_title(f"query\n{short(imaging.image_name(image), 20)}", fontsize=8)
     for k, row in enumerate(result.neighbours.itertuples(), start=1):
         ax = axes[k // cols, k % cols]
