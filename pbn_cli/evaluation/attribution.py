@@ -1,4 +1,4 @@
-"""Attribution's figures under two protocols (docs/metrics.md, "Attribution").
+"""Attribution's figures under three protocols (docs/metrics.md, "Attribution").
 
 **Unseen artists** (keys ``attribution_*``, ``open_set_*``, ...): the
 evaluated split's artists, never trained on, divided (seeded,
