@@ -45,6 +45,9 @@ def eval(
     Writes runs/<run>/eval/<split>/embeddings.parquet and metrics.json
     (--baseline color-hist: baselines/color-hist/<split>/), and shows the
     colour-histogram baseline beside the run once it has been computed.
+    It also fits what `pbn attribute` answers with and measures it three
+    ways: among the workspace's trained hands, with new hands beside them
+    (as attribute asks by default), and among unseen artists (report.md).
 
     Example: pbn eval --split test
     """
@@ -83,7 +86,8 @@ def eval(
 
 
 def _attribution_summary(m: dict) -> list[str]:
-    """Who painted it, in two lines: among the workspace's trained hands, and among unseen artists."""
+    """Who painted it, a line each: among the workspace's trained hands, with new hands beside them, and among
+    unseen artists."""
     out = []
     if m.get("workspace_hands"):
         out.append(f"attribution among the workspace's {m['workspace_hands']} trained hands: top-1 "
