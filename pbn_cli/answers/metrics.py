@@ -93,7 +93,9 @@ def pair_groups(n: int, seed: int, group_size: int = 1800) -> list[np.ndarray]:
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of ``scores`` for boolean ``labels`` (Mann-Whitney, ties averaged)."""
+    """ROC AUC of ``scores`` for boolean ``labels`` (Mann-Whitney, ties averaged): ``weighted_auc`` with unit
+    weights, kept apart because it serves the pair AUC over millions of pairs (22M: 9 s and 1.0 GiB at peak here,
+    12 s and 1.6 GiB through ``weighted_auc``)."""
     labels = np.asarray(labels, dtype=bool)
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
