@@ -452,7 +452,7 @@ def test_attribute_at_the_command_line(tmp_path, evaluated_run):
 
 def test_a_painting_of_the_workspace_in_another_file_is_set_aside_and_named(tmp_path, evaluated_run):
     """A workspace painting saved again as a smaller JPEG is the same painting: left out of its hand as its own file
-    is, and the answer says which painting of the workspace it is."""
+    is, and the answer says which painting of the workspace it is; search shows it, marked, outside the vote."""
     from serving import outside_painting, painting_files
 
     ws = tmp_path / "ws"
@@ -470,6 +470,16 @@ def test_a_painting_of_the_workspace_in_another_file_is_set_aside_and_named(tmp_
         assert p["in_workspace"][0]["artist"] == mine["artist"] and f"{mine['image_id']}, {mine['artist']}" in p["reason"]
         assert mine["image_id"] not in {c["image_id"] for h in p["hands"] for c in h["closest"]}
     assert out[2]["in_workspace"] == [] and "holds this painting" not in out[2]["reason"]  # rotated: another picture
+    near = json.loads(runner.invoke(app, ["search", str(copy), "-k", "5", "--json", "-w", str(ws)]).stdout)
+    marked = [n["image_id"] for n in near["neighbours"] if n["same_painting"]]
+    assert marked == [mine["image_id"]] and near["neighbours"][0]["image_id"] == mine["image_id"]  # shown, first
+    votes = [n["artist"] for n in near["neighbours"] if not n["same_painting"]]
+    assert sorted(near["vote"]) == sorted([a, votes.count(a)] for a in set(votes))  # ... and not voting
+    text = runner.invoke(app, ["search", str(copy), "-k", "5", "-w", str(ws)]).stdout
+    assert "(the same painting)" in text and "in another file left out" in text
+    own = json.loads(runner.invoke(app, ["search", str(original), "-k", "5", "--json", "-w", str(ws)]).stdout)
+    assert mine["image_id"] not in {n["image_id"] for n in own["neighbours"]}
+    assert not any(n["same_painting"] for n in own["neighbours"]) and sum(n for _, n in own["vote"]) == 5
 
 
 @pytest.mark.parametrize("case", ["not an image", "empty workspace", "empty split"])

@@ -252,7 +252,8 @@ class Model:
                progress: Progress = SILENT) -> pd.DataFrame:
         """The ``k`` workspace paintings nearest to ``image`` (``split``: all, train, val, calib or test;
         ``where``: conditions such as "date>=1600" on the workspace's columns; ``index``: exact, faiss or auto),
-        nearest first: image_id, artist, split, distance, same_artist_probability. The vote of their artists is
+        nearest first: image_id, artist, split, distance, same_artist_probability, same_painting (the query's own
+        painting in another file, shown but not voting; its own file is left out). The vote of their artists is
         in ``.attrs["vote"]`` (most frequent first), the run in ``.attrs["run"]``."""
         from pbn_cli.inference import filters
         from pbn_cli.inference.index import KINDS, finder_for

@@ -106,7 +106,9 @@ def search(
 
     The workspace's embeddings come from the run's embedding store: each
     painting is embedded once, and only paintings added since are embedded
-    now. The query itself is left out when it is one of the paintings.
+    now. The query itself is left out when it is one of the paintings; the
+    same picture in another file (a copy, shrunk or re-saved: the same
+    perceptual hash) is shown, marked, and left out of the vote.
 
     Example: pbn search painting.jpg -k 10 --split train --where "date>=1600"
     """
@@ -122,9 +124,11 @@ def search(
         return
     table = Table("image_id", "artist", "split", "distance", "p(same artist)", title=f"nearest to {image.name} (run {answerer.name})")
     for r in near.itertuples():
-        table.add_row(str(r.image_id), r.artist, r.split, f"{r.distance:.3f}", f"{r.same_artist_probability:.2f}")
+        table.add_row(str(r.image_id) + (" (the same painting)" if r.same_painting else ""), r.artist, r.split,
+                      f"{r.distance:.3f}", f"{r.same_artist_probability:.2f}")
     console.out.print(table)
-    console.out.print("vote: " + ", ".join(f"{artist} {n}" for artist, n in near.attrs["vote"]))
+    console.out.print("vote: " + ", ".join(f"{artist} {n}" for artist, n in near.attrs["vote"])
+                      + (" (the same painting in another file left out)" if near["same_painting"].any() else ""))
 
 
 @command

@@ -28,8 +28,7 @@ from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData
-from pbn_cli.data.near_duplicates import NEAR_BITS, hamming, phash
-from pbn_cli.inference.search import Gallery, gallery, same_file
+from pbn_cli.inference.search import Gallery, gallery, same_painting
 from pbn_cli.answers import attribution as scoring
 from pbn_cli.answers.metrics import row_distances
 from pbn_cli.model.trained import TrainedModel
@@ -134,14 +133,6 @@ def known_hands(g: Gallery, model: TrainedModel, among: str) -> scoring.KnownHan
         raise InputError(f"--among {among}: the workspace has no paintings in the {among} split")
     table = g.table.iloc[pool]
     return scoring.KnownHands.from_gallery(model.attribution, g.emb[pool], table["artist"], table["image_id"])
-
-
-def same_painting(g: Gallery, image, pixels: np.ndarray) -> np.ndarray:
-    """Gallery rows that are the query itself: its own file, or a cached painting whose perceptual hash is within
-    ``NEAR_BITS`` of the query's as the model reads it (``pixels``), the same picture in another file."""
-    if "phash" not in g.table:  # a cache made before pbn kept the hashes in its manifest
-        return same_file(g, image)
-    return same_file(g, image) | (hamming(g.table["phash"].to_numpy(np.int64), np.int64(phash(pixels))) <= NEAR_BITS)
 
 
 def attribute_one(g: Gallery, known: scoring.KnownHands, model: TrainedModel, name: str, query: np.ndarray, k: int,

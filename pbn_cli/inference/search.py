@@ -29,6 +29,7 @@ from pbn_cli.core.progress import SILENT, Progress
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data import imaging
 from pbn_cli.data.cache import CacheData
+from pbn_cli.data.near_duplicates import NEAR_BITS, hamming, phash
 from pbn_cli.data.paths import painting_files
 from pbn_cli.answers.metrics import row_distances
 from pbn_cli.model.trained import TrainedModel
@@ -63,8 +64,8 @@ class Gallery:
 
 @dataclass
 class SearchResult:
-    neighbours: pd.DataFrame  # image_id, artist, split, cache_row, distance, same_artist_probability
-    vote: list[tuple[str, int]]  # artists of the neighbours, most frequent first
+    neighbours: pd.DataFrame  # image_id, artist, split, cache_row, distance, same_artist_probability, same_painting
+    vote: list[tuple[str, int]]  # artists of the neighbours, most frequent first (the query's own painting not)
 
 
 def gallery(ws: Workspace, model: TrainedModel, device: torch.device | None, *, half: bool = False,
@@ -136,8 +137,11 @@ def candidates(g: Gallery, split: str = "all", leave_out: np.ndarray | None = No
 
 
 def nearest(g: Gallery, model: TrainedModel, query: np.ndarray, *, k: int, split: str = "all",
-            leave_out: np.ndarray | None = None, where: np.ndarray | None = None, finder=None) -> SearchResult:
-    """The ``k`` paintings of the gallery nearest to the embedding ``query`` (``finder``: an index's search)."""
+            leave_out: np.ndarray | None = None, where: np.ndarray | None = None, finder=None,
+            copies: np.ndarray | None = None) -> SearchResult:
+    """The ``k`` paintings of the gallery nearest to the embedding ``query`` (``finder``: an index's search);
+    ``copies``: gallery rows that are the query's painting in another file, shown (marked ``same_painting``) but
+    not counted in the vote of the artists."""
     check_request(k, split)
     keep = candidates(g, split, leave_out, where)
     idx, _ = (finder or exact_nearest)(g, query[None], k, keep)
@@ -145,8 +149,9 @@ def nearest(g: Gallery, model: TrainedModel, query: np.ndarray, *, k: int, split
     near = g.table.iloc[idx][["image_id", "artist", "split", "cache_row"]].copy()
     near["distance"] = row_distances(g.emb[idx], np.broadcast_to(query, (len(idx), len(query))))
     near["same_artist_probability"] = [model.probability(x) for x in near["distance"]]
+    near["same_painting"] = np.zeros(len(idx), bool) if copies is None else copies[idx]
     near = near.sort_values("distance", kind="stable")
-    return SearchResult(near.reset_index(drop=True), Counter(near["artist"]).most_common())
+    return SearchResult(near.reset_index(drop=True), Counter(near.loc[~near["same_painting"], "artist"]).most_common())
 
 
 def same_file(g: Gallery, query) -> np.ndarray:
@@ -161,16 +166,27 @@ def same_file(g: Gallery, query) -> np.ndarray:
     return g.table["image_id"].astype(str).isin(mine).to_numpy()
 
 
+def same_painting(g: Gallery, image, pixels: np.ndarray) -> np.ndarray:
+    """Gallery rows that are the query itself: its own file, or a cached painting whose perceptual hash is within
+    ``NEAR_BITS`` of the query's as the model reads it (``pixels``), the same picture in another file."""
+    if "phash" not in g.table:  # a cache made before pbn kept the hashes in its manifest
+        return same_file(g, image)
+    return same_file(g, image) | (hamming(g.table["phash"].to_numpy(np.int64), np.int64(phash(pixels))) <= NEAR_BITS)
+
+
 def search(ws: Workspace, model: TrainedModel, *, image, k: int = 10, split: str = "all",
            where: np.ndarray | None = None, device: torch.device | None, half: bool = False, finder=None,
            progress: Progress = SILENT, g: Gallery | None = None, pixels: np.ndarray | None = None) -> SearchResult:
-    """The ``k`` paintings nearest to ``image`` (a file, a PIL image or an array), the query's own file left out;
-    ``pixels``: the image as ``model.read`` gave it already (not decoded again)."""
+    """The ``k`` paintings nearest to ``image`` (a file, a PIL image or an array), the query's own file left out
+    and the same painting in another file marked (``nearest``); ``pixels``: the image as ``model.read`` gave it
+    already (not decoded again)."""
     check_request(k, split)
-    query = model.embed_one(model.read(image) if pixels is None else pixels, device)
+    pixels = model.read(image) if pixels is None else pixels
+    query = model.embed_one(pixels, device)
     g = g or gallery(ws, model, device, half=half, progress=progress)
-    return nearest(g, model, query, k=k, split=split, leave_out=same_file(g, image), where=where,
-                   finder=finder)
+    own = same_file(g, image)
+    return nearest(g, model, query, k=k, split=split, leave_out=own, where=where, finder=finder,
+                   copies=same_painting(g, image, pixels) & ~own)
 
 
 def search_sheet(ws: Workspace, model: TrainedModel, image, result: SearchResult, path: Path,
@@ -190,6 +206,8 @@ def search_sheet(ws: Workspace, model: TrainedModel, image, result: SearchResult
     for k, row in enumerate(result.neighbours.itertuples(), start=1):
         ax = axes[k // cols, k % cols]
         ax.imshow(np.asarray(data.images[row.cache_row]))
-        ax.set_title(f"{short(row.artist, 20)}\nd={row.distance:.3f} p={row.same_artist_probability:.2f}", fontsize=8)
+        ax.set_title(f"{short(row.artist, 20)}\n" + ("the same painting" if row.same_painting else
+                                                     f"d={row.distance:.3f} p={row.same_artist_probability:.2f}"),
+                     fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

@@ -35,7 +35,8 @@ def _neighbours(result: SearchResult) -> dict:
     return {
         "neighbours": [
             {"image_id": str(r.image_id), "artist": r.artist, "split": r.split, "distance": float(r.distance),
-             "same_artist_probability": float(r.same_artist_probability), "thumbnail": f"api/paintings/{int(r.cache_row)}.png"}
+             "same_artist_probability": float(r.same_artist_probability), "same_painting": bool(r.same_painting),
+             "thumbnail": f"api/paintings/{int(r.cache_row)}.png"}
             for r in near.itertuples()
         ],
         "vote": [[artist, int(n)] for artist, n in result.vote],

@@ -31,10 +31,10 @@ from pbn_cli.evaluation.summary import summarize
 from pbn_cli.core.workspace import Workspace
 from pbn_cli.data.cache import CacheData
 from pbn_cli.evaluation.plots import distance_histograms
-from pbn_cli.inference.attribute import Attribution, attribute_one, check_request, known_hands, same_painting
+from pbn_cli.inference.attribute import Attribution, attribute_one, check_request, known_hands
 from pbn_cli.inference.compare import Verdict, verdict
 from pbn_cli.inference.evidence import evidence, evidence_sheet, tiles
-from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest
+from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest, same_painting
 from pbn_cli.answers import metrics
 from pbn_cli.model.trained import TrainedModel
 
@@ -150,7 +150,9 @@ class Service:
         return verdict(self.model, a.embedding, b.embedding)
 
     def search(self, query: Upload, k: int = 10, split: str = "all") -> SearchResult:
-        return nearest(self.paintings(), self.model, query.embedding, k=k, split=split)
+        g = self.paintings()
+        return nearest(g, self.model, query.embedding, k=k, split=split,
+                       copies=same_painting(g, query.pixels, query.pixels))
 
     def thumbnail(self, cache_row: int, side: int = 160) -> bytes:
         data = self._once(self._derived, "cache", lambda: CacheData(self._workspace()))
