@@ -298,7 +298,7 @@ def test_ece_of_the_top_hand_equals_a_naive_loop_and_is_bootstrapped_over_artist
     top = rng.random(n)
     right = known & (rng.random(n) < top)
     w = np.where(known, 0.5 / known.sum(), 0.5 / (~known).sum())
-    ans = E.Answers(np.where(known, (~right).astype(int), -1), top, 1 - top, right, right, top, w, code,
+    ans = E.Answers(np.where(known, (~right).astype(int), -1), top, 1 - top, right, right, top, right, w, code,
                     np.full(n, 0.8), np.zeros(n, bool))
     figures, pictures = E._figures(ans, "x_", 50, 0)
     naive = 0.0
@@ -373,14 +373,18 @@ def test_unseen_protocol_figures_equal_a_naive_count():
     att = F.fit_attribution(_gaussian(rng, rng.normal(size=(6, 6)), 8, "t", 0.5), split.take(np.zeros(48, bool)),
                             _gaussian(rng, rng.normal(size=(6, 6)) * 1.5, 6, "c", 0.5), 0)
     figures, _ = E.unseen_figures(split, att, seed=0, n=4, replicates=20)
-    right = weight = 0.0
+    right = raw_right = weight = 0.0
     for names, g, q, u in F.divisions(split.artists, 0, 4):
         known = A.KnownHands.from_gallery(att, split.emb[g], split.artists[g], split.ids[g])
         for qi in q:
             row, _ = A.probabilities(att, known, A.scores(att, known, split.emb[[qi]], [split.ids[qi]]))
             right += (known.names[int(np.argmax(row[0]))] == split.artists[qi]) / len(q)
+            raw = {a: np.mean(sorted((A.normalise(split.emb[g][split.artists[g] == a]) @ A.normalise(split.emb[qi])),
+                                     reverse=True)[:3]) for a in names}  # the mean cosine to a hand's 3 closest
+            raw_right += (max(raw, key=raw.get) == split.artists[qi]) / len(q)
             weight += 1 / len(q)
     assert figures["attribution_top1"] == pytest.approx(right / weight)
+    assert figures["attribution_top1_raw"] == pytest.approx(raw_right / weight)
     assert figures["attribution_known_queries"] == sum(len(q) for _, _, q, _ in F.divisions(split.artists, 0, 4))
     assert 0.5 <= figures["open_set_auroc"] <= 1 and figures["attribution_divisions"] == 4
 

@@ -97,7 +97,8 @@ def _attribution_summary(m: dict) -> list[str]:
         out.append(f"with {m['mixed_new_hands']} new hands beside them: top-1 {m['mixed_top1_trained']:.3f} for "
                    f"trained hands' paintings, {m['mixed_top1_new']:.3f} for new hands'")
     if m.get("attribution_divisions"):
-        out.append(f"attribution among unseen artists: top-1 {m['attribution_top1']:.3f}, open-set AUROC "
+        out.append(f"attribution among unseen artists: top-1 {m['attribution_top1']:.3f} (raw "
+                   f"{m['attribution_top1_raw']:.3f}), open-set AUROC "
                    f"{m['open_set_auroc']:.3f} (raw {m['open_set_auroc_raw']:.3f}), p(top hand) off by "
                    f"{m['attribution_ece']:.3f}; report.md has all three with intervals")
     return out

@@ -81,6 +81,7 @@ class Answers:
     right: np.ndarray  # the top hand is the true one
     vote: np.ndarray  # the k-NN vote is right
     raw: np.ndarray  # the raw best score
+    raw_right: np.ndarray  # the hand of the raw best score is the true one
     weight: np.ndarray  # known and unknown queries half each within an episode
     code: np.ndarray  # the artist's code
     name_at: np.ndarray  # the naming level of the top hand's kind
@@ -113,12 +114,13 @@ def answer_queries(att: A.AttributionModel, gallery: A.Paintings, queries: A.Pai
     e = raw_q @ raw_g.T
     gl = np.searchsorted(known.names, gallery.artists)
     vote = _vote(e, gl) == own
-    raw_best = _raw_scores(e, gl, len(known.names)).max(1)
+    raw = _raw_scores(e, gl, len(known.names))
     n_known, n_unknown = int(known_mask.sum()), int((~known_mask).sum())
     w = weight * np.where(known_mask, 0.5 / max(n_known, 1), 0.5 / max(n_unknown, 1))
     top_kind = known.kinds[np.where(np.isfinite(p).any(1), np.nan_to_num(p, nan=-1).argmax(1), 0)]
     name_at = att.open_set.name_at[top_kind] if att.open_set else np.full(len(p), np.nan)
-    return Answers(rank, p.max(1), pu, known_mask & (rank == 0), vote & known_mask, raw_best, w, code, name_at,
+    return Answers(rank, p.max(1), pu, known_mask & (rank == 0), vote & known_mask, raw.max(1),
+                   known_mask & (raw.argmax(1) == own), w, code, name_at,
                    known_mask & (att.kinds(queries.artists) == 1))
 
 
@@ -129,6 +131,7 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
     k, verdicts = ans.known, ans.verdicts
     named, said_unknown, everyone = verdicts == A.NAMED, verdicts == A.UNKNOWN, np.ones(len(ans.known), bool)
     values = {"top1": (ans.rank == 0, k), "top5": ((ans.rank >= 0) & (ans.rank < 5), k), "knn_vote_top1": (ans.vote, k),
+              "top1_raw": (ans.raw_right, k),
               "unknown_rejected": (said_unknown, ~k), "known_rejected": (said_unknown, k),
               "named_precision": (ans.right, named), "named_coverage": (named, everyone),
               "probably_share": (verdicts == A.PROBABLY, everyone)}

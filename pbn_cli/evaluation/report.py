@@ -70,13 +70,14 @@ CALIBRATION_WORDS = {
 
 
 def _attribution_table(figures: dict, prefix: str, renamed: dict) -> list[str]:
-    lines = ["| figure | pbn attribute | 95% interval | what search gave before |", "| --- | --- | --- | --- |"]
-    for key, name, base in ATTRIBUTION:
-        key, base = renamed.get(key, prefix + key), renamed.get(base, prefix + base) if base else None
+    lines = ["| figure | pbn attribute | 95% interval | baselines |", "| --- | --- | --- | --- |"]
+    for key, name, bases in ATTRIBUTION:
+        key = renamed.get(key, prefix + key)
         if key not in figures:
             continue
         lo, hi = figures[f"{key}_ci"]
-        before = f"{figures[base]:.3f} ({'k-NN vote' if 'knn' in base else 'raw best score'})" if base else ""
+        before = "; ".join(f"{figures[renamed.get(b, prefix + b)]:.3f} ({'k-NN vote' if 'knn' in b else 'raw best score'})"
+                           for b in bases if renamed.get(b, prefix + b) in figures)
         lines.append(f"| {name} | {figures[key]:.3f} | {lo:.3f} – {hi:.3f} | {before} |")
     return lines
 

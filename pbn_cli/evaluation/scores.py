@@ -19,19 +19,19 @@ FIGURES = (
     ("reference_batch4_accuracy", "reference batch-of-4 accuracy", "inflated, for comparison only: mean distances of 4 triplets compared"),
 )
 #: the attribution figures (evaluation/attribution.py), after a protocol's prefix: name, what a person calls it,
-#: the baseline beside it
+#: the baselines beside it
 ATTRIBUTION = (
-    ("top1", "top-1 attribution (known hands)", "knn_vote_top1"),
-    ("top1_trained", "top-1, paintings by trained hands", None),
-    ("top1_new", "top-1, paintings by new hands", None),
-    ("top5", "top-5 attribution (known hands)", None),
-    ("auroc", "open-set AUROC (known vs unknown hand, by p(unknown))", "auroc_raw"),
-    ("ece", "calibration error of p(top hand)", None),
-    ("named_precision", "named answers that are right", None),
-    ("named_coverage", "queries given a name", None),
-    ("probably_share", "queries answered 'probably …' or 'perhaps …, uncertain'", None),
-    ("unknown_rejected", "unknown hands answered 'unknown hand'", None),
-    ("known_rejected", "known hands wrongly answered 'unknown hand'", None),
+    ("top1", "top-1 attribution (known hands)", ("knn_vote_top1", "top1_raw")),
+    ("top1_trained", "top-1, paintings by trained hands", ()),
+    ("top1_new", "top-1, paintings by new hands", ()),
+    ("top5", "top-5 attribution (known hands)", ()),
+    ("auroc", "open-set AUROC (known vs unknown hand, by p(unknown))", ("auroc_raw",)),
+    ("ece", "calibration error of p(top hand)", ()),
+    ("named_precision", "named answers that are right", ()),
+    ("named_coverage", "queries given a name", ()),
+    ("probably_share", "queries answered 'probably …' or 'perhaps …, uncertain'", ()),
+    ("unknown_rejected", "unknown hands answered 'unknown hand'", ()),
+    ("known_rejected", "known hands wrongly answered 'unknown hand'", ()),
 )
 
 
