@@ -51,6 +51,8 @@ MARGIN = 0.02  # of quality, by which a collection's episodes must favour anothe
 SURE = 2.0  # ... and by this many standard errors of a bootstrap over their artists
 DRAWS = 200  # bootstrap draws of the episodes' artists
 DIVISIONS = 20  # seeded known/unknown divisions of a set of artists
+FIT_DIVISIONS = 40  # ... of the calib artists the probabilities are fitted on: the divisions of a few artists are a
+#                     sample, and with 20 the fit carried its noise (docs/benchmarks.md)
 MAX_QUERIES = 1000  # known (and unknown) queries of a use episode: a seeded sample of larger sets
 
 
@@ -127,7 +129,7 @@ class Episodes:
 
 
 def new_hand_episodes(att: AttributionModel, calib: Paintings, seed: int, ep: Episodes | None = None,
-                      n: int = DIVISIONS, score=scores) -> Episodes:
+                      n: int = FIT_DIVISIONS, score=scores) -> Episodes:
     """Divisions of artists never trained on into known and unknown hands (the unseen-artist protocol's shape)."""
     ep = ep or Episodes()
     if len(np.unique(calib.artists)) < 2:
