@@ -23,6 +23,22 @@ from pbn_cli.stages.split import assign_splits
 runner = CliRunner()
 
 
+@pytest.mark.parametrize("n", [40, 300])
+def test_principal_directions_equal_the_svds(n):
+    """Fewer paintings than dimensions (through their Gram matrix) and more (through the covariance): the same
+    variances and, sign aside, the same directions as an SVD, and the same whitening (stored in float32)."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 8)) @ rng.normal(size=(8, 60)) * np.linspace(3, 0.1, 60) + rng.normal(size=(n, 60)) * 0.01
+    mean, vt, lam = A.principal(x, components=30)
+    _, sv, svd_vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    assert np.allclose(mean, x.mean(0))
+    assert np.allclose(lam, (sv**2 / (n - 1))[:len(lam)], rtol=1e-8)
+    assert np.allclose(np.abs((vt * svd_vt[:len(lam)]).sum(1)), 1, atol=1e-6)
+    whitened = A.space(x, 0.5, basis=(mean, vt, lam)).whiten(x)
+    assert np.allclose(whitened, A.normalise((x - x.mean(0)) @ (svd_vt[:len(lam)].T / (sv[:len(lam)]**2 / (n - 1))**0.5
+                                                                  * np.sign((vt * svd_vt[:len(lam)]).sum(1)))), atol=1e-4)
+
+
 def test_ece_by_hand():
     p = np.array([0.05, 0.15, 0.18, 0.62, 0.95, 0.97])
     y = np.array([0, 1, 0, 1, 1, 1], bool)

@@ -225,10 +225,14 @@ def principal(emb: np.ndarray, components: int = COMPONENTS) -> tuple[np.ndarray
     mean = x.mean(0)
     if len(x) < 2:
         return mean, np.zeros((0, x.shape[1])), np.zeros(0)
-    _, sv, vt = np.linalg.svd(x - mean, full_matrices=False)
-    lam = sv**2 / max(len(x) - 1, 1)
-    keep = min(components, int((lam > lam[0] * 1e-8).sum()))
-    return mean, vt[:keep], lam[:keep]
+    x = x - mean
+    wide = len(x) <= x.shape[1]  # fewer paintings than dimensions: their Gram matrix is the smaller one
+    ev, vec = np.linalg.eigh(x @ x.T if wide else x.T @ x)  # the SVD's values squared, in a third of its time
+    ev, vec = np.maximum(ev[::-1], 0.0), vec[:, ::-1]
+    keep = min(components, int((ev > ev[0] * 1e-8).sum()))
+    ev, vec = ev[:keep], vec[:, :keep]
+    vt = (x.T @ vec / np.sqrt(ev)).T if wide else vec.T
+    return mean, vt, ev / max(len(x) - 1, 1)
 
 
 def space(emb: np.ndarray, power: float, aggregate: str = "prototype", k: int = BACKGROUND_K,
