@@ -76,8 +76,9 @@ def _attribution_table(figures: dict, prefix: str, renamed: dict) -> list[str]:
         if key not in figures:
             continue
         lo, hi = figures[f"{key}_ci"]
-        before = "; ".join(f"{figures[renamed.get(b, prefix + b)]:.3f} ({'k-NN vote' if 'knn' in b else 'raw best score'})"
-                           for b in bases if renamed.get(b, prefix + b) in figures)
+        bases = [renamed.get(b, prefix + b) for b in bases]
+        before = "; ".join(f"{figures[b]:.3f} ({'k-NN vote' if 'knn' in b else 'raw best score'})"
+                           for b in bases if b in figures)
         lines.append(f"| {name} | {figures[key]:.3f} | {lo:.3f} – {hi:.3f} | {before} |")
     return lines
 

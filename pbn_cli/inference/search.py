@@ -166,12 +166,17 @@ def same_file(g: Gallery, query) -> np.ndarray:
     return g.table["image_id"].astype(str).isin(mine).to_numpy()
 
 
+def same_picture(g: Gallery, pixels: np.ndarray) -> np.ndarray:
+    """Gallery rows whose perceptual hash is within ``NEAR_BITS`` of the query's as the model reads it (``pixels``):
+    the same picture, whatever its file (none for a cache made before pbn kept the hashes in its manifest)."""
+    if "phash" not in g.table:
+        return np.zeros(len(g.table), bool)
+    return hamming(g.table["phash"].to_numpy(np.int64), np.int64(phash(pixels))) <= NEAR_BITS
+
+
 def same_painting(g: Gallery, image, pixels: np.ndarray) -> np.ndarray:
-    """Gallery rows that are the query itself: its own file, or a cached painting whose perceptual hash is within
-    ``NEAR_BITS`` of the query's as the model reads it (``pixels``), the same picture in another file."""
-    if "phash" not in g.table:  # a cache made before pbn kept the hashes in its manifest
-        return same_file(g, image)
-    return same_file(g, image) | (hamming(g.table["phash"].to_numpy(np.int64), np.int64(phash(pixels))) <= NEAR_BITS)
+    """Gallery rows that are the query itself: its own file, or the same picture in another file."""
+    return same_file(g, image) | same_picture(g, pixels)
 
 
 def search(ws: Workspace, model: TrainedModel, *, image, k: int = 10, split: str = "all",
@@ -186,7 +191,7 @@ def search(ws: Workspace, model: TrainedModel, *, image, k: int = 10, split: str
     g = g or gallery(ws, model, device, half=half, progress=progress)
     own = same_file(g, image)
     return nearest(g, model, query, k=k, split=split, leave_out=own, where=where, finder=finder,
-                   copies=same_painting(g, image, pixels) & ~own)
+                   copies=same_picture(g, pixels) & ~own)
 
 
 def search_sheet(ws: Workspace, model: TrainedModel, image, result: SearchResult, path: Path,

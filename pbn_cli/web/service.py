@@ -34,7 +34,7 @@ from pbn_cli.evaluation.plots import distance_histograms
 from pbn_cli.inference.attribute import Attribution, attribute_one, check_request, known_hands
 from pbn_cli.inference.compare import Verdict, verdict
 from pbn_cli.inference.evidence import evidence, evidence_sheet, tiles
-from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest, same_painting
+from pbn_cli.inference.search import Gallery, SearchResult, gallery, nearest, same_picture
 from pbn_cli.answers import metrics
 from pbn_cli.model.trained import TrainedModel
 
@@ -152,7 +152,7 @@ class Service:
     def search(self, query: Upload, k: int = 10, split: str = "all") -> SearchResult:
         g = self.paintings()
         return nearest(g, self.model, query.embedding, k=k, split=split,
-                       copies=same_painting(g, query.pixels, query.pixels))
+                       copies=same_picture(g, query.pixels))
 
     def thumbnail(self, cache_row: int, side: int = 160) -> bytes:
         data = self._once(self._derived, "cache", lambda: CacheData(self._workspace()))
@@ -203,7 +203,7 @@ class Service:
         hands = self._once(self._derived, f"hands:{among}", lambda: known_hands(self.paintings(), self.model, among))
         g = self.paintings()
         return attribute_one(g, hands, self.model, query.name, query.embedding, k,
-                             same_painting(g, query.pixels, query.pixels))
+                             same_picture(g, query.pixels))
 
     def evidence(self, a: tuple[bytes, str], b: tuple[bytes, str] | Path, title: str) -> dict:
         """The evidence of two paintings (uploads, or an upload and a workspace painting's file): its picture (PNG),
