@@ -1,6 +1,7 @@
 """Who painted it: calibration measured (ECE), the hand score and its open-set probabilities against naive loops,
 the known/unknown protocol, the calibration split, the evidence, and `pbn attribute` at the command line."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -101,7 +102,7 @@ def _att(dim=6, seed=0, power=0.25, k=A.BACKGROUND_K, aggregate="prototype"):
 
 
 @pytest.mark.parametrize("power,aggregate,k", [(0.25, "prototype", A.BACKGROUND_K), (0.0, "nearest", 0),
-                                               (0.5, "nearest", A.BACKGROUND_K)])
+                                               (0.5, "nearest", A.BACKGROUND_K), (0.25, "blend", A.BACKGROUND_K)])
 def test_hand_scores_equal_a_naive_loop(power, aggregate, k):
     att, rng = _att(power=power, k=k, aggregate=aggregate)
     gallery = rng.normal(size=(12, 6)).astype(np.float32)
@@ -115,14 +116,29 @@ def test_hand_scores_equal_a_naive_loop(power, aggregate, k):
     for qi in range(4):
         for ai, name in enumerate(["a", "b", "c"]):
             keep = (artists == name) & (ids != q_ids[qi])
-            if aggregate == "prototype":
-                proto = zg[keep].mean(0)
-                hand = float(zq[qi] @ (proto / np.linalg.norm(proto)))
-            else:
-                hand = np.mean(sorted((zg[keep] @ zq[qi]).tolist(), reverse=True)[: A.NEAREST])
+            proto = zg[keep].mean(0)
+            prototype = float(zq[qi] @ (proto / np.linalg.norm(proto)))
+            nearest = np.mean(sorted((zg[keep] @ zq[qi]).tolist(), reverse=True)[: A.NEAREST])
+            hand = {"prototype": prototype, "nearest": nearest,
+                    "blend": (1 - A.BLEND) * prototype + A.BLEND * nearest}[aggregate]
             others = [float(zq[qi] @ z) for z, who in zip(zb, att.background_artists) if who != name]
             r = np.mean(sorted(others, reverse=True)[:k]) if k else 0.0
             assert s[qi, ai] == pytest.approx(hand - r, abs=1e-5), (qi, name)
+
+
+def test_every_space_scored_in_one_pass_equals_each_scored_alone():
+    """``choose_space`` scores every aggregate from one pass (the blend from the other two): the same scores as each
+    space scored on its own."""
+    att, rng = _att(aggregate="blend")
+    gallery = rng.normal(size=(12, 6)).astype(np.float32)
+    artists, ids = np.array(["a"] * 5 + ["b"] * 4 + ["c"] * 3), np.array([f"g{k}" for k in range(12)])
+    queries, q_ids = rng.normal(size=(3, 6)).astype(np.float32), ["q0", "g2", "q2"]
+    known = A.KnownHands.from_gallery(att, gallery, artists, ids)
+    _, hands, r = A.score_parts(att, known, queries, q_ids, every_space=True)["new"]
+    assert set(hands) == set(A.AGGREGATES)
+    for aggregate in A.AGGREGATES:
+        att.spaces = {kind: dataclasses.replace(sp, aggregate=aggregate) for kind, sp in att.spaces.items()}
+        assert hands[aggregate] - r == pytest.approx(A.scores(att, known, queries, q_ids), abs=1e-6), aggregate
 
 
 def _gaussian(rng, centres, per, prefix, spread):
@@ -280,7 +296,7 @@ def test_a_probability_model_saved_with_one_slope_for_both_kinds_reads_as_the_sa
     assert np.allclose(unknown, 1 - 1 / (1 + np.exp(-logit)))
 
 
-@pytest.mark.parametrize("aggregate", ["prototype", "nearest"])
+@pytest.mark.parametrize("aggregate", A.AGGREGATES)
 def test_a_query_the_gallery_holds_twice_is_scored_as_if_neither_copy_were_there(aggregate):
     att, rng = _att(aggregate=aggregate)
     gallery = rng.normal(size=(9, 6)).astype(np.float32)

@@ -13,7 +13,9 @@ kind is scored in its own space, chosen per collection
     z(x)       = normalise((x - mu) V / lambda^power)      power 0: the embedding itself, normalised (raw);
                                                             0.25: square-root whitening; 0.5: full whitening
     hand(q, a) = cos(z(q), prototype of a)                 aggregate "prototype": mean of a's paintings, normalised;
-                 or the mean of cos to a's NEAREST closest  aggregate "nearest"
+                 or the mean of cos to a's NEAREST closest  aggregate "nearest";
+                 or the mean of those two                   aggregate "blend" (a hand's typical manner and
+                                                            the paintings of it closest to the query)
     r(q, not a) = mean of the k highest cos(z(q), z(t)) over the background's paintings by other hands
                  (training paintings; k = 0: none)
     s(q, a)    = hand(q, a) - r(q, not a)
@@ -61,7 +63,8 @@ COMPONENTS = 512
 BACKGROUND_K = 20
 BACKGROUND_MAX = 4096  # training paintings the whitening is fitted on and the background holds (seeded sample)
 NEAREST = 3  # paintings the "nearest" aggregate averages
-AGGREGATES = ("prototype", "nearest")
+BLEND = 0.5  # the "nearest" aggregate's share of the "blend" aggregate, the prototype's the rest
+AGGREGATES = ("prototype", "nearest", "blend")  # blend: the mean of the other two
 PRECISION = 0.8  # named answers are right at least this often on the fitting episodes
 KINDS = ("new", "trained")
 UNKNOWN, NAMED, PROBABLY = "unknown hand", "named", "probably"
@@ -315,6 +318,9 @@ def _background_term(sims: np.ndarray, pool_artists: np.ndarray, names: np.ndarr
 def _hand_similarity(known: KnownHands, kind: str, aggregate: str, zq: np.ndarray, itself: np.ndarray) -> np.ndarray:
     """(Q, A) cos to each hand's prototype, or the mean of its NEAREST closest paintings; -inf for a hand left
     with no painting once the query's own painting is set aside (``itself``: query x gallery)."""
+    if aggregate == "blend":
+        return ((1 - BLEND) * _hand_similarity(known, kind, "prototype", zq, itself)
+                + BLEND * _hand_similarity(known, kind, "nearest", zq, itself))
     z = known.z[kind]
     if aggregate == "nearest":
         sims = np.where(itself, -np.inf, zq @ z.T)
@@ -355,8 +361,12 @@ def score_parts(att: AttributionModel, known: KnownHands, queries: np.ndarray, q
         zq = sp.whiten(queries)
         sims = zq @ known.pool[kind].T
         sims[own_paintings(known.pool_ids, q_ids)] = -np.inf
-        aggregates = AGGREGATES if every_space else (sp.aggregate,)
-        out[kind] = (sp, {a: _hand_similarity(known, kind, a, zq, itself) for a in aggregates},
+        if every_space:  # the blend from the other two, not scored again
+            hand = {a: _hand_similarity(known, kind, a, zq, itself) for a in AGGREGATES if a != "blend"}
+            hand["blend"] = (1 - BLEND) * hand["prototype"] + BLEND * hand["nearest"]
+        else:
+            hand = {sp.aggregate: _hand_similarity(known, kind, sp.aggregate, zq, itself)}
+        out[kind] = (sp, hand,
                      _background_term(sims, known.pool_artists, known.names, BACKGROUND_K if every_space else sp.k))
     return out
 

@@ -23,8 +23,8 @@ are by none of the known hands.
 
 The raw score (power 0, nearest, k 0) is always a candidate space, so the
 chosen space is never worse than it on the episodes it is chosen on.
-DEFAULT (square-root whitening, prototype, background: the best on real
-paintings) stays unless another candidate beats it by MARGIN and by SURE
+DEFAULT (square-root whitening, the blend of prototype and nearest,
+background: the best on real paintings) stays unless another candidate beats it by MARGIN and by SURE
 standard errors of a bootstrap over the episodes' artists
 (``clearly_better``): with a few calib artists the episodes' figures are
 noisy.
@@ -45,7 +45,9 @@ from pbn_cli.answers.metrics import weighted_auc
 
 POWERS = (0.0, 0.25, 0.5)  # whitening exponents a collection's space is chosen from (0 = raw)
 KS = (0, BACKGROUND_K)  # background sizes it is chosen from (0 = no background term)
-DEFAULT = (0.25, "prototype", BACKGROUND_K)  # the best space on real paintings (docs/benchmarks.md)
+# the best space on real paintings per kind of hand (docs/benchmarks.md): a trained hand's nearest paintings add to its
+# prototype what the network learnt of it; a new hand's leave its probabilities less calibrated for no better answer
+DEFAULT = {"trained": (0.25, "blend", BACKGROUND_K), "new": (0.25, "prototype", BACKGROUND_K)}
 RAW = (0.0, "nearest", 0)  # the raw best score: the mean similarity to a hand's NEAREST closest paintings
 MARGIN = 0.02  # of quality, by which a collection's episodes must favour another space over DEFAULT
 SURE = 2.0  # ... and by this many standard errors of a bootstrap over their artists
@@ -329,7 +331,7 @@ def choose_space(background: Paintings, make_episodes, kind: str, trained_artist
 
         ep = make_episodes(att, record)
         if not len(ep):
-            return _default_space(background), {}
+            return _default_space(background, kind), {}
         for aggregate in AGGREGATES:
             for k in KS:
                 scored = Episodes(**{**ep.__dict__, "s": [
@@ -338,12 +340,12 @@ def choose_space(background: Paintings, make_episodes, kind: str, trained_artist
                 key, q = (power, aggregate, k), float(_space_quality(scored)[0])
                 sp = Space(power, aggregate, k, base.mean, base.projection)
                 tried[sp.describe()], quality[key] = round(q, 4), q
-                if key == DEFAULT:
+                if key == DEFAULT[kind]:
                     kept["default"] = (sp, scored)
                 if "best" not in kept or q > quality[kept["best"][0]]:
                     kept["best"] = (key, sp, scored)
     _, best, best_ep = kept["best"]
-    if "default" not in kept or quality[DEFAULT] < quality[RAW]:
+    if "default" not in kept or quality[DEFAULT[kind]] < quality[RAW]:
         return best, tried
     default, default_ep = kept["default"]
     return (best if clearly_better(best_ep, default_ep) else default), tried
@@ -359,8 +361,8 @@ def clearly_better(ep: Episodes, than: Episodes) -> bool:
     return ahead >= SURE * float(np.nanstd(_space_quality(ep, draws) - _space_quality(than, draws)))
 
 
-def _default_space(background: Paintings) -> Space:
-    power, aggregate, k = DEFAULT if len(background.emb) > 1 else RAW
+def _default_space(background: Paintings, kind: str) -> Space:
+    power, aggregate, k = DEFAULT[kind] if len(background.emb) > 1 else RAW
     base = space(background.emb, power, basis=background.basis)
     return Space(power, aggregate, k, base.mean, base.projection)
 

@@ -38,6 +38,10 @@ hands"):
    other test artists, and (the oracle) on the measured artists themselves:
    the error of p(top hand), the mean p(unknown hand) (half the queries are
    by unknown hands) and both rejections at the rule.
+7. ``--only default``: the default space per kind of hand (prototypes for
+   both, the blend of prototype and nearest paintings for both, the blend
+   for trained hands alone: the kept one), each fitted and measured as
+   `pbn eval` does: the figures of all three protocols eval reports.
 """
 
 from __future__ import annotations
@@ -296,6 +300,36 @@ def calib_table(background: A.Paintings, val: A.Paintings, test: A.Paintings, se
               f"{ws.get('workspace_named_coverage', float('nan')):.3f} |", flush=True)
 
 
+DEFAULTS = {  # candidate defaults of ``attribution_fitting.DEFAULT``, per kind of hand
+    "prototype for both": {"trained": (0.25, "prototype", A.BACKGROUND_K), "new": (0.25, "prototype", A.BACKGROUND_K)},
+    "blend for both": {"trained": (0.25, "blend", A.BACKGROUND_K), "new": (0.25, "blend", A.BACKGROUND_K)},
+    "blend for trained hands (kept)": {"trained": (0.25, "blend", A.BACKGROUND_K),
+                                       "new": (0.25, "prototype", A.BACKGROUND_K)},
+}
+DEFAULT_FIGURES = ("workspace_top1", "workspace_ece", "workspace_named_precision", "workspace_named_coverage",
+                   "open_set_auroc", "attribution_top1", "attribution_ece", "unknown_rejected", "known_rejected",
+                   "mixed_top1_trained", "mixed_top1_new", "mixed_ece")
+
+
+def default_table(train: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int) -> None:
+    """Each candidate default fitted and measured as `pbn eval` does (its folds, its seed), point figures only."""
+    print("\n## The default space per kind of hand, as `pbn eval` measures it\n")
+    print("| default | " + " | ".join(DEFAULT_FIGURES) + " |\n|" + " --- |" * (len(DEFAULT_FIGURES) + 1))
+    kept = F.DEFAULT
+    try:
+        for label, default in DEFAULTS.items():
+            F.DEFAULT = default
+            att = F.fit_attribution(train, val, calib, seed)
+            out, _ = E.unseen_figures(test, att, seed, replicates=2)
+            folds = E.cross_fitted(train, val, calib, test, seed)
+            out.update(E.workspace_figures(train, val, calib, test, seed, replicates=2, folds=folds)[0])
+            out.update(E.mixed_figures(train, val, calib, test, seed, replicates=2, folds=folds)[0])
+            print(f"| {label} | " + " | ".join(f"{out.get(k, float('nan')):.3f}" for k in DEFAULT_FIGURES) + " |",
+                  flush=True)
+    finally:
+        F.DEFAULT = kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-w", "--workspace", required=True)
@@ -325,6 +359,8 @@ def main() -> None:
         unseen_table(train, test, a.seed)
     if "calib" in a.only:
         calib_table(train, val, test, a.seed)
+    if "default" in a.only:
+        default_table(train, val, calib, test, a.seed)
 
 
 if __name__ == "__main__":
