@@ -22,3 +22,10 @@ class LockedError(PbnError):
     """Another live pbn process holds the lock on what we would write."""
 
     exit_code = 1
+
+
+def listed(names) -> str:
+    """Names (a file's column names, say) joined for a one-line message: a character that would break the line or
+    not show (a newline in a quoted header, a tab) is written as its escape, ``\\n``."""
+    return ", ".join("".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(name))
+                     for name in names)

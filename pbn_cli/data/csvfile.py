@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pbn_cli.core.errors import InputError
+from pbn_cli.core.errors import InputError, listed
 
 FILENAME_GUESSES = ("filename", "new_filename", "file", "image", "path")
 ARTIST_GUESSES = ("artist", "painter", "author")
@@ -29,7 +29,7 @@ def _pick(columns: list[str], wanted: str | None, guesses: tuple[str, ...], what
     if wanted:
         if wanted not in columns:
             raise InputError(
-                f"the CSV has no column {wanted!r} (it has: {', '.join(columns)})"
+                f"the CSV has no column {wanted!r} (it has: {listed(columns)})"
             )
         return wanted
     lower = {c.strip().lower(): c for c in columns}
@@ -38,7 +38,7 @@ def _pick(columns: list[str], wanted: str | None, guesses: tuple[str, ...], what
             return lower[guess]
     raise InputError(
         f"the CSV has no {what} column (looked for {', '.join(guesses)}; it has: "
-        f"{', '.join(columns)}); name it with {flag}"
+        f"{listed(columns)}); name it with {flag}"
     )
 
 
@@ -67,7 +67,7 @@ def read_paintings_csv(
         raise InputError(f"{path} is empty: expected a header row and one row per painting")
     header = [h.strip() for h in rows[0]]
     if len(set(header)) != len(header):
-        raise InputError(f"{path} has repeated column names: {', '.join(header)}")
+        raise InputError(f"{path} has repeated column names: {listed(header)}")
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise InputError(

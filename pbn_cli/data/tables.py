@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from pbn_cli.core.atomic import atomic_path
 from pbn_cli.data.paths import locate
-from pbn_cli.core.errors import InputError, PbnError
+from pbn_cli.core.errors import InputError, PbnError, listed
 from pbn_cli.core.manifest import file_digest
 from pbn_cli.core.parallel import default_workers
 from pbn_cli.data.imaging import Header, ImageReadError, read_header
@@ -121,7 +121,7 @@ def _pick_image(schema: pa.Schema, features: dict, wanted: str | None, where: st
     names = schema.names
     if wanted:
         if wanted not in names:
-            raise InputError(f"{where} has no column {wanted!r} (it has: {', '.join(names)})")
+            raise InputError(f"{where} has no column {wanted!r} (it has: {listed(names)})")
         if not _image_like(schema.field(wanted).type):
             raise InputError(f"{where}: column {wanted!r} holds {schema.field(wanted).type}, not images "
                              "(an Image feature, a {bytes, path} struct or bytes)")
@@ -133,20 +133,20 @@ def _pick_image(schema: pa.Schema, features: dict, wanted: str | None, where: st
         if candidates:
             return candidates[0]
     raise InputError(f"{where} has no image column (an Image feature, a {{bytes, path}} struct or bytes; "
-                     f"it has: {', '.join(names)}); name it with --image-column")
+                     f"it has: {listed(names)}); name it with --image-column")
 
 
 def _pick_artist(names: list[str], wanted: str | None, image_column: str, where: str) -> str:
     if wanted:
         if wanted not in names:
-            raise InputError(f"{where} has no column {wanted!r} (it has: {', '.join(names)})")
+            raise InputError(f"{where} has no column {wanted!r} (it has: {listed(names)})")
         return wanted
     lower = {c.strip().lower(): c for c in names if c != image_column}
     for guess in ARTIST_GUESSES:
         if guess in lower:
             return lower[guess]
     raise InputError(f"{where} has no artist column (looked for {', '.join(ARTIST_GUESSES)}; it has: "
-                     f"{', '.join(names)}); name it with --artist-column")
+                     f"{listed(names)}); name it with --artist-column")
 
 
 def _fingerprint(shards: list[Path]) -> str:

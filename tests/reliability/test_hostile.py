@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import invoke, one_error_line
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -71,6 +71,8 @@ def _csv_bytes(draw) -> bytes:
 
 
 @given(data=_csv_bytes())
+@example(data=b'\n00,",\n,",,0,1\n,,,,')  # a newline inside a quoted column name: the error stays one line
+@example(data=b'\n,",\n,",')  # ... in repeated column names
 @_settings
 def test_fuzzed_paintings_csv_gives_a_clean_error_or_rejections(tmp_path, data):
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
