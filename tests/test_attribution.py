@@ -126,6 +126,25 @@ def test_hand_scores_equal_a_naive_loop(power, aggregate, k):
             assert s[qi, ai] == pytest.approx(hand - r, abs=1e-5), (qi, name)
 
 
+def test_the_background_term_equals_a_naive_loop():
+    """r(q, not a), the mean of the k highest similarities to background paintings not by a, against its definition:
+    ties, paintings left out (-inf), a query with none left, hands of the background that are not asked about and
+    hands asked about that the background lacks."""
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        pool = np.array([f"h{x}" for x in rng.integers(0, 6, 40)])
+        names = rng.permutation(np.array(["h0", "h2", "h3", "h5", "h9"]))  # h9: not in the background; unsorted
+        sims = np.round(rng.normal(size=(9, 40)), 1)
+        sims[rng.random(sims.shape) < 0.3] = -np.inf
+        sims[0] = -np.inf
+        k = int(rng.integers(1, 12))
+        got = A._background_term(sims, pool, names, k, block=4)
+        for q in range(len(sims)):
+            for a, name in enumerate(names):
+                others = np.sort(sims[q][(pool != name) & np.isfinite(sims[q])])[::-1][:k]
+                assert got[q, a] == pytest.approx(others.mean() if len(others) else 0.0), (trial, q, name)
+
+
 def test_every_space_scored_in_one_pass_equals_each_scored_alone():
     """``choose_space`` scores every aggregate from one pass (the blend from the other two): the same scores as each
     space scored on its own."""

@@ -298,20 +298,41 @@ class KnownHands:
         return known
 
 
-def _background_term(sims: np.ndarray, pool_artists: np.ndarray, names: np.ndarray, k: int) -> np.ndarray:
-    """(Q, A) r(q, not a): the mean of the k highest similarities to paintings not by a (-inf: left out)."""
+def _background_term(sims: np.ndarray, pool_artists: np.ndarray, names: np.ndarray, k: int,
+                     block: int = 1024) -> np.ndarray:
+    """(Q, A) r(q, not a): the mean of the k highest similarities to paintings not by a (-inf: left out); only a
+    hand among a query's k nearest has an r of its own, the others share the plain mean of the k nearest."""
     out = np.zeros((len(sims), len(names)))
-    if k == 0:
+    if k == 0 or not sims.shape[1]:
         return out
+    codes = np.full(len(pool_artists), -1)  # each background painting's hand, into names (-1: none of them)
+    if len(names):
+        sorter = np.argsort(names)
+        at = sorter[np.minimum(np.searchsorted(names, pool_artists, sorter=sorter), len(names) - 1)]
+        codes = np.where(names[at] == pool_artists, at, -1)
     take = min(sims.shape[1], k + 64)  # enough to replace one hand's paintings among the k nearest
-    near = np.argsort(-sims, axis=1)[:, :take]
-    for i, row in enumerate(near):
-        s, who = sims[i, row], pool_artists[row]
+    for start in range(0, len(sims), block):
+        part = sims[start:start + block]
+        near = np.argpartition(-part, take - 1, axis=1)[:, :take] if take < part.shape[1] else \
+            np.broadcast_to(np.arange(take), part.shape)
+        s = np.take_along_axis(part, near, 1)
+        order = np.argsort(-s, axis=1, kind="stable")
+        s, who = np.take_along_axis(s, order, 1), codes[np.take_along_axis(near, order, 1)]
         finite = np.isfinite(s)
-        out[i] = s[finite][:k].mean() if finite.any() else 0.0
-        for j in np.flatnonzero(np.isin(names, who[:k])):  # only a hand among the k nearest changes r
-            others = s[(who != names[j]) & finite][:k]
-            out[i, j] = others.mean() if len(others) else 0.0
+        s = np.where(finite, s, 0.0)
+
+        def first_k_mean(mask: np.ndarray) -> np.ndarray:  # the mean of each row's first k entries under mask
+            chosen = mask & (np.cumsum(mask, -1) <= k)
+            n = chosen.sum(-1)
+            return np.where(n > 0, (s.reshape(s.shape[:1] + (1,) * (mask.ndim - 2) + s.shape[1:]) * chosen).sum(-1)
+                            / np.maximum(n, 1), 0.0)
+
+        rows = out[start:start + block]
+        rows[:] = first_k_mean(finite)[:, None]
+        hands = np.where(finite[:, :k], who[:, :k], -1)  # (q, k): the hands among the k nearest
+        alone = first_k_mean(finite[:, None, :] & (who[:, None, :] != hands[:, :, None]))
+        q, j = np.nonzero(hands >= 0)
+        rows[q, hands[q, j]] = alone[q, j]
     return out
 
 
