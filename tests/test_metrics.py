@@ -55,6 +55,16 @@ def test_triplet_accuracy_against_a_naive_loop():
     assert np.array_equal(triplets, metrics.sample_triplets(artists, 2000, seed=5))  # seeded
 
 
+def test_pair_distances_are_the_gathered_rows_distances_block_by_block():
+    emb, _ = _random(50)
+    rng = np.random.default_rng(2)
+    i, j = rng.integers(0, 50, 103), rng.integers(0, 50, 103)
+    got = metrics.pair_distances(emb, i, j, block=7)  # 15 blocks, the last one short
+    assert np.array_equal(got, metrics.row_distances(emb[i], emb[j]))
+    assert got == pytest.approx([np.linalg.norm(emb[a].astype(np.float64) - emb[b]) for a, b in zip(i, j)], abs=1e-12)
+    assert metrics.pair_distances(emb, i[:0], j[:0]).shape == (0,)
+
+
 def test_triplet_sampling_is_uniform_over_anchor_artists():
     artists = np.array(["a"] * 50 + ["b"] * 2 + ["c"] * 2 + ["d"], dtype=object)
     t = metrics.sample_triplets(artists, 30000, seed=0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pbn_cli.answers.metrics import artist_codes, row_distances
+from pbn_cli.answers.metrics import artist_codes, pair_distances
 
 
 def balanced_pairs(artists, seed: int, max_pairs: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,7 +97,7 @@ def fit_parts(parts: list[tuple[np.ndarray, object]], seed: int) -> dict:
     for emb, artists in parts:
         i, j, y = balanced_pairs(artists, seed)
         if len(i):
-            d.append(row_distances(emb[i], emb[j]))
+            d.append(pair_distances(emb, i, j))
             same.append(y)
             weight.append(np.full(len(i), 1.0 / len(i)))
     if not d:

@@ -28,8 +28,7 @@ def write_pictures(folder: Path, emb, artists, images, figures: dict, seed: int,
     made["distances.png"] = "distances of same-artist and different-artist pairs, with the verdict threshold"
     t = metrics.sample_triplets(artists, 8, seed)
     if len(t):
-        dp = metrics.row_distances(emb[t[:, 0]], emb[t[:, 1]])
-        dn = metrics.row_distances(emb[t[:, 0]], emb[t[:, 2]])
+        dp, dn = metrics.triplet_distances(emb, t)
         plots.triplet_sheet(images, artists, t, dp, dn, folder / "triplets.png", "seeded triplets (green: right)")
         made["triplets.png"] = "seeded test triplets: anchor, positive, negative (green frame: d(a,p) < d(a,n))"
     d = -scores

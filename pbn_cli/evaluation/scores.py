@@ -108,7 +108,7 @@ def calibration_figures(emb: np.ndarray, artists, calib: dict, seed: int, replic
     i, j, same = calibration.balanced_pairs(artists, seed)
     if not len(i) or "platt_a" not in calib:
         return {"calibration_ece": float("nan"), "calibration_ece_ci": [float("nan")] * 2, "calibration_pairs": 0}, None
-    p = calibration.probability(metrics.row_distances(emb[i], emb[j]), calib["platt_a"], calib["platt_b"])
+    p = calibration.probability(metrics.pair_distances(emb, i, j), calib["platt_a"], calib["platt_b"])
     codes, _ = metrics.artist_codes(artists)
     w = bootstrap.artist_weights(int(codes.max()) + 1, replicates, seed)
     eces = np.array([calibration.expected_calibration_error(p, same, w[r, codes[i]] * w[r, codes[j]])
