@@ -321,27 +321,32 @@ def _background_term(sims: np.ndarray, pool_artists: np.ndarray, names: np.ndarr
         finite = np.isfinite(s)
         s = np.where(finite, s, 0.0)
 
-        def first_k_mean(mask: np.ndarray) -> np.ndarray:  # the mean of each row's first k entries under mask
-            chosen = mask & (np.cumsum(mask, -1) <= k)
-            n = chosen.sum(-1)
-            return np.where(n > 0, (s.reshape(s.shape[:1] + (1,) * (mask.ndim - 2) + s.shape[1:]) * chosen).sum(-1)
-                            / np.maximum(n, 1), 0.0)
-
         rows = out[start:start + block]
-        rows[:] = first_k_mean(finite)[:, None]
+        rows[:] = _first_k_mean(s, finite, k)[:, None]
         hands = np.where(finite[:, :k], who[:, :k], -1)  # (q, k): the hands among the k nearest
-        alone = first_k_mean(finite[:, None, :] & (who[:, None, :] != hands[:, :, None]))
+        alone = _first_k_mean(s[:, None, :], finite[:, None, :] & (who[:, None, :] != hands[:, :, None]), k)
         q, j = np.nonzero(hands >= 0)
         rows[q, hands[q, j]] = alone[q, j]
     return out
 
 
+def _first_k_mean(values: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """The mean of the first k entries (last axis) of ``values`` where ``mask`` holds; 0 where none does."""
+    chosen = mask & (np.cumsum(mask, -1) <= k)
+    n = chosen.sum(-1)
+    return np.where(n > 0, (values * chosen).sum(-1) / np.maximum(n, 1), 0.0)
+
+
+def _blend(prototype: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """The "blend" aggregate from the other two."""
+    return (1 - BLEND) * prototype + BLEND * nearest
+
+
 def _hand_similarity(known: KnownHands, kind: str, aggregate: str, zq: np.ndarray, itself: np.ndarray) -> np.ndarray:
-    """(Q, A) cos to each hand's prototype, or the mean of its NEAREST closest paintings; -inf for a hand left
-    with no painting once the query's own painting is set aside (``itself``: query x gallery)."""
+    """(Q, A) cos to each hand's prototype, the mean of its NEAREST closest paintings, or the blend of both; -inf
+    for a hand left with no painting once the query's own painting is set aside (``itself``: query x gallery)."""
     if aggregate == "blend":
-        return ((1 - BLEND) * _hand_similarity(known, kind, "prototype", zq, itself)
-                + BLEND * _hand_similarity(known, kind, "nearest", zq, itself))
+        return _blend(*(_hand_similarity(known, kind, a, zq, itself) for a in ("prototype", "nearest")))
     z = known.z[kind]
     if aggregate == "nearest":
         sims = np.where(itself, -np.inf, zq @ z.T)
@@ -384,7 +389,7 @@ def score_parts(att: AttributionModel, known: KnownHands, queries: np.ndarray, q
         sims[own_paintings(known.pool_ids, q_ids)] = -np.inf
         if every_space:  # the blend from the other two, not scored again
             hand = {a: _hand_similarity(known, kind, a, zq, itself) for a in AGGREGATES if a != "blend"}
-            hand["blend"] = (1 - BLEND) * hand["prototype"] + BLEND * hand["nearest"]
+            hand["blend"] = _blend(hand["prototype"], hand["nearest"])
         else:
             hand = {sp.aggregate: _hand_similarity(known, kind, sp.aggregate, zq, itself)}
         out[kind] = (sp, hand,

@@ -23,8 +23,9 @@ are by none of the known hands.
 
 The raw score (power 0, nearest, k 0) is always a candidate space, so the
 chosen space is never worse than it on the episodes it is chosen on.
-DEFAULT (square-root whitening, the blend of prototype and nearest,
-background: the best on real paintings) stays unless another candidate beats it by MARGIN and by SURE
+DEFAULT (square-root whitening and background, the blend of prototype and
+nearest for trained hands, prototypes for new ones: the best on real
+paintings) stays unless another candidate beats it by MARGIN and by SURE
 standard errors of a bootstrap over the episodes' artists
 (``clearly_better``): with a few calib artists the episodes' figures are
 noisy.
