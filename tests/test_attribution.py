@@ -399,11 +399,12 @@ def test_both_kinds_at_once_asks_trained_and_new_hands_in_one_gallery_and_gives_
     figures, pictures = E.mixed_figures(train, val, calib, test, seed=0, replicates=20, folds=folds)
     new = list(E._new_hands(test, 0, E.MIXED_DIVISIONS))
     assert figures["mixed_trained_hands"] == 10 and figures["mixed_new_hands"] == 3 == len(new[0][0])
-    # each val and calib painting asked in its fold's every division; each test painting in every fold's, known
-    # when its artist is
-    n = E.MIXED_DIVISIONS
-    assert figures["mixed_known_queries"] == 20 * n + E.FOLDS * sum(len(q) for _, _, q, _ in new)
-    assert figures["mixed_unknown_queries"] == 16 * n + E.FOLDS * sum(len(u) for _, _, _, u in new)
+    # in each of the cross-fitting's cuts, each val and calib painting asked in its fold's every division; each test
+    # painting in every fold's, known when its artist is
+    n, cuts = E.MIXED_DIVISIONS, E.FOLD_DIVISIONS
+    assert len(folds) == E.FOLDS * cuts and figures["mixed_fold_divisions"] == cuts
+    assert figures["mixed_known_queries"] == cuts * (20 * n + E.FOLDS * sum(len(q) for _, _, q, _ in new))
+    assert figures["mixed_unknown_queries"] == cuts * (16 * n + E.FOLDS * sum(len(u) for _, _, _, u in new))
     for _, g, q, _ in new:  # a new hand's query is never one of its gallery paintings
         assert not set(test.ids[g]) & set(test.ids[q])
     assert figures["mixed_top1_trained"] > 0.6 and figures["mixed_top1_new"] > 0.6

@@ -13,7 +13,9 @@ never trained on (test and calib), which should be answered "unknown hand".
 The attribution model is cross-fitted: the val and calib artists are cut
 into two folds by artist, and each fold's queries are answered by a model
 fitted on the other fold (``answers/attribution_fitting.fit_attribution``),
-so no figure rests on a painting its model was fitted on.
+so no figure rests on a painting its model was fitted on; the cut is made
+FOLD_DIVISIONS times (seeded) and the answers of all of them pooled, each
+cut weighing the same.
 
 **Both kinds at once** (keys ``mixed_*``): as `attribute` asks by default,
 the workspace's trained hands beside new ones: divisions of the test
@@ -48,6 +50,8 @@ KNN = 10  # neighbours of the vote `pbn search` shows
 RAW_TOP = 3  # gallery paintings whose mean similarity is the raw artist score
 LEVELS = np.round(np.arange(0.3, 0.96, 0.05), 2)  # naming levels of the precision-coverage curve
 FOLDS = 2
+FOLD_DIVISIONS = 4  # seeded divisions of the val and calib artists into FOLDS, their answers pooled: with a few calib
+#                     artists, which of them a model is fitted on moved the workspace's error of p(top hand) by 0.04
 MIXED_DIVISIONS = 5  # of the test artists, per fold (mixed_answers)
 
 
@@ -198,23 +202,25 @@ def _codes(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: 
 
 
 def cross_fitted(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings,
-                 seed: int) -> list[tuple[A.AttributionModel, A.Paintings, A.Paintings]] | None:
-    """Per fold of the val and calib artists: the attribution model fitted on the other fold alone, and this fold's
-    val (trained hands' held-out paintings) and calib paintings, which it may answer; None when there is nothing to
-    ask or fit. ``val`` is kept to the trained hands' paintings."""
+                 seed: int, cuts: int = FOLD_DIVISIONS) -> list[tuple[A.AttributionModel, A.Paintings, A.Paintings]] | None:
+    """Per fold of ``cuts`` seeded divisions of the val and calib artists into FOLDS: the attribution model fitted on
+    the other folds of its division alone, and this fold's val (trained hands' held-out paintings) and calib
+    paintings, which it may answer; None when there is nothing to ask or fit. ``val`` is kept to the trained hands'
+    paintings."""
     val = val.of(np.unique(background.artists))
     if not len(val.ids) or not len(test.ids) + len(calib.ids):
         return None
     names = _codes(background, val, calib, test)
-    fold_of = dict(zip(names, np.random.default_rng([seed, 5]).permutation(len(names)) % FOLDS))
     folds = []
-    for fold in range(FOLDS):
-        mine = {name: np.array([fold_of[a] == fold for a in part.artists], bool) for name, part in
-                (("val", val), ("calib", calib))}
-        att = fit_attribution(background, val.take(~mine["val"]), calib.take(~mine["calib"]), seed)
-        if att.open_set is None:
-            return None
-        folds.append((att, val.take(mine["val"]), calib.take(mine["calib"])))
+    for cut in range(cuts):
+        fold_of = dict(zip(names, np.random.default_rng([seed, 5, cut]).permutation(len(names)) % FOLDS))
+        for fold in range(FOLDS):
+            mine = {name: np.array([fold_of[a] == fold for a in part.artists], bool) for name, part in
+                    (("val", val), ("calib", calib))}
+            att = fit_attribution(background, val.take(~mine["val"]), calib.take(~mine["calib"]), seed + cut)
+            if att.open_set is None:
+                return None
+            folds.append((att, val.take(mine["val"]), calib.take(mine["calib"])))
     return folds
 
 
@@ -228,7 +234,7 @@ def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Painti
         return None
     trained, names = np.unique(background.artists), _codes(background, val, calib, test)
     parts = []
-    for att, val_f, calib_f in folds:  # test artists are in no fitting: asked in both folds, each time at half weight
+    for att, val_f, calib_f in folds:  # test artists are in no fitting: asked in every fold, each time at its weight
         asked = A.Paintings.join([val_f, calib_f, test])
         parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
                                     np.searchsorted(names, asked.artists), 1.0 / len(folds)))
@@ -274,16 +280,20 @@ def _protocol_figures(answers: Answers | None, prefix: str, replicates: int, see
 def workspace_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
                       replicates: int = 200, folds: list | None = None):
     """The workspace protocol (``workspace_answers``): its figures and pictures."""
+    folds = folds or cross_fitted(background, val, calib, test, seed)
     return _protocol_figures(workspace_answers(background, val, calib, test, seed, folds), "workspace_", replicates,
                              seed, lambda: dict(hands=len(np.unique(background.artists)), gallery=len(background.ids),
-                                                folds=FOLDS, known_queries=len(val.of(np.unique(background.artists)).ids),
+                                                folds=FOLDS, fold_divisions=len(folds or []) // FOLDS,
+                                                known_queries=len(val.of(np.unique(background.artists)).ids),
                                                 unknown_queries=len(calib.ids) + len(test.ids)))
 
 
 def mixed_figures(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
                   replicates: int = 200, folds: list | None = None):
     """Both kinds of hand at once (``mixed_answers``): its figures, each kind's top-1 among them, and pictures."""
+    folds = folds or cross_fitted(background, val, calib, test, seed)
     return _protocol_figures(mixed_answers(background, val, calib, test, seed, folds), "mixed_", replicates, seed,
                              lambda: dict(trained_hands=len(np.unique(background.artists)),
                                           new_hands=len(next(iter(_new_hands(test, seed, 1)))[0]),
-                                          divisions=MIXED_DIVISIONS, folds=FOLDS))
+                                          divisions=MIXED_DIVISIONS, folds=FOLDS,
+                                          fold_divisions=len(folds or []) // FOLDS))

@@ -96,8 +96,9 @@ def attribution_lines(figures: dict) -> list[str]:
                   f"{figures['workspace_gallery']} training paintings the gallery); queries: "
                   f"{figures['workspace_known_queries']} held-out paintings of theirs (val) and "
                   f"{figures['workspace_unknown_queries']} by artists never trained on (test, calib), known and unknown "
-                  f"weighing half each. Cross-fitted in {figures['workspace_folds']} folds of artists: no query is "
-                  f"answered by a model fitted on its artist. A name is given from p(top hand) ≥ "
+                  f"weighing half each. Cross-fitted in {figures['workspace_folds']} folds of artists, cut "
+                  f"{figures.get('workspace_fold_divisions', 1)} ways and pooled: no query is answered by a model "
+                  f"fitted on its artist. A name is given from p(top hand) ≥ "
                   f"{figures['workspace_name_at']:.2f}.", "", *_attribution_table(figures, "workspace_", {}), ""]
     if figures.get("mixed_trained_hands"):
         lines += ["## Who painted it: trained and new hands at once", "",
