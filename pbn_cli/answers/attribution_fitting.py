@@ -121,11 +121,13 @@ class Episodes:
         """Every query's scores padded with -inf to the widest episode, with the hands' kinds and counts, the
         queries' labels and weights."""
         width = max(s.shape[1] for s in self.s)
+        ends = np.cumsum([len(s) for s in self.s])
 
         def pad(x, value):
-            return np.concatenate([np.pad(np.broadcast_to(v, (len(s), v.shape[-1])).astype(float),
-                                          ((0, 0), (0, width - v.shape[-1])), constant_values=value)
-                                   for v, s in zip(x, self.s)])
+            out = np.full((int(ends[-1]), width), value, np.float64)
+            for v, s, end in zip(x, self.s, ends):
+                out[end - len(s):end, :v.shape[-1]] = v  # a hand's kind or count, or each query's scores
+            return out
 
         return (pad(self.s, -np.inf), pad(self.kinds, 0).astype(int), pad(self.counts, 1), np.concatenate(self.labels),
                 np.concatenate(self.weights))
