@@ -403,6 +403,9 @@ def test_both_kinds_at_once_asks_trained_and_new_hands_in_one_gallery_and_gives_
     # painting in every fold's, known when its artist is
     n, cuts = E.MIXED_DIVISIONS, E.FOLD_DIVISIONS
     assert len(folds) == E.FOLDS * cuts and figures["mixed_fold_divisions"] == cuts
+    held_out = [frozenset(val_f.ids) for _, val_f, _ in folds]  # each cut divides the val artists anew
+    assert all(held_out[2 * c] | held_out[2 * c + 1] == frozenset(val.ids) for c in range(cuts))
+    assert len({held_out[2 * c] for c in range(cuts)}) > 1
     assert figures["mixed_known_queries"] == cuts * (20 * n + E.FOLDS * sum(len(q) for _, _, q, _ in new))
     assert figures["mixed_unknown_queries"] == cuts * (16 * n + E.FOLDS * sum(len(u) for _, _, _, u in new))
     for _, g, q, _ in new:  # a new hand's query is never one of its gallery paintings

@@ -201,8 +201,8 @@ def _codes(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: 
     return np.unique(np.r_[val.of(np.unique(background.artists)).artists, calib.artists, test.artists])
 
 
-def cross_fitted(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings,
-                 seed: int, cuts: int = FOLD_DIVISIONS) -> list[tuple[A.AttributionModel, A.Paintings, A.Paintings]] | None:
+def cross_fitted(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
+                 cuts: int = FOLD_DIVISIONS) -> list[tuple[A.AttributionModel, A.Paintings, A.Paintings]] | None:
     """Per fold of ``cuts`` seeded divisions of the val and calib artists into FOLDS: the attribution model fitted on
     the other folds of its division alone, and this fold's val (trained hands' held-out paintings) and calib
     paintings, which it may answer; None when there is nothing to ask or fit. ``val`` is kept to the trained hands'
