@@ -225,11 +225,10 @@ def cross_fitted(background: A.Paintings, val: A.Paintings, calib: A.Paintings, 
 
 
 def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings,
-                      seed: int, folds: list | None = None) -> Answers | None:
+                      seed: int, folds: list | None) -> Answers | None:
     """The workspace protocol's answers: every training artist a known hand (its training paintings the gallery),
-    queries from val (known) and from test and calib (unknown), each fold answered by a model fitted on the other
-    (``cross_fitted``, or ``folds`` when given); None when there is nothing to ask or fit."""
-    folds = folds or cross_fitted(background, val, calib, test, seed)
+    queries from val (known) and from test and calib (unknown), each fold answered by the model fitted on the others
+    (``folds``: ``cross_fitted``'s); None when there is nothing to ask or fit (``folds`` None)."""
     if folds is None:
         return None
     trained, names = np.unique(background.artists), _codes(background, val, calib, test)
@@ -247,13 +246,12 @@ def _new_hands(test: A.Paintings, seed: int, n: int):
 
 
 def mixed_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int,
-                  folds: list | None = None, n: int = MIXED_DIVISIONS) -> Answers | None:
+                  folds: list | None, n: int = MIXED_DIVISIONS) -> Answers | None:
     """Both kinds of hand at once, as `attribute` asks by default: every training artist a known hand (its training
     paintings the gallery) beside ``n`` seeded divisions of the test artists (half of them known, half of each one's
     paintings the gallery); queries: the val paintings, the known test artists' other paintings, the unknown test
-    artists' and this fold's calib paintings. Cross-fitted as ``workspace_answers``; None when there is nothing to
-    ask or fit, or fewer than 2 test artists."""
-    folds = folds or cross_fitted(background, val, calib, test, seed)
+    artists' and this fold's calib paintings. Cross-fitted as ``workspace_answers`` (``folds``); None when there is
+    nothing to ask or fit, or fewer than 2 test artists."""
     if folds is None or len(np.unique(test.artists)) < 2:
         return None
     names = _codes(background, val, calib, test)

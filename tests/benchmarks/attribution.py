@@ -162,7 +162,8 @@ def tta_table(train: A.Paintings, val: A.Paintings, unknown: A.Paintings, test: 
 def rule_table(train: A.Paintings, val: A.Paintings, calib: A.Paintings, test: A.Paintings, seed: int) -> None:
     """Unknown hands answered "unknown hand" against known hands wrongly so, per level of p(unknown hand)."""
     answers = {"unseen": E.unseen_answers(test, F.fit_attribution(train, val, calib, seed), seed),
-               "workspace": E.workspace_answers(train, val, calib, test, seed)}
+               "workspace": E.workspace_answers(train, val, calib, test, seed,
+                                                E.cross_fitted(train, val, calib, test, seed))}
 
     def rates(ans: E.Answers, said: np.ndarray) -> str:
         k, w = ans.known, ans.weight
