@@ -395,17 +395,21 @@ def test_both_kinds_at_once_asks_trained_and_new_hands_in_one_gallery_and_gives_
     train, val = _gaussian(rng, centres, 6, "t", 0.6), _gaussian(rng, centres, 2, "t", 0.6)
     calib = _gaussian(rng, rng.normal(size=(4, dim)) * 1.5, 4, "c", 0.6)
     test = _gaussian(rng, rng.normal(size=(5, dim)) * 1.5, 4, "x", 0.6)
-    folds = E.cross_fitted(train, val, calib, test, 0)
+    cuts = 2  # eval makes E.FOLD_DIVISIONS; two show that each cut divides the artists anew
+    folds = E.cross_fitted(train, val, calib, test, 0, cuts=cuts)
     figures, pictures = E.mixed_figures(train, val, calib, test, seed=0, replicates=20, folds=folds)
     new = list(E._new_hands(test, 0, E.MIXED_DIVISIONS))
     assert figures["mixed_trained_hands"] == 10 and figures["mixed_new_hands"] == 3 == len(new[0][0])
     # in each of the cross-fitting's cuts, each val and calib painting asked in its fold's every division; each test
     # painting in every fold's, known when its artist is
-    n, cuts = E.MIXED_DIVISIONS, E.FOLD_DIVISIONS
+    n = E.MIXED_DIVISIONS
     assert len(folds) == E.FOLDS * cuts and figures["mixed_fold_divisions"] == cuts
-    held_out = [frozenset(val_f.ids) for _, val_f, _ in folds]  # each cut divides the val artists anew
-    assert all(held_out[2 * c] | held_out[2 * c + 1] == frozenset(val.ids) for c in range(cuts))
-    assert len({held_out[2 * c] for c in range(cuts)}) > 1
+    held_out = [[frozenset(val_f.ids) for _, val_f, _ in folds[c * E.FOLDS:(c + 1) * E.FOLDS]] for c in range(cuts)]
+    assert all(frozenset().union(*cut) == frozenset(val.ids) and sum(map(len, cut)) == len(val.ids) for cut in held_out)
+    assert set(held_out[0]) != set(held_out[1])
+    # the 4 calib artists dealt one to a fold: every model is fitted on 3 or 4 of them, none on fewer
+    assert all(len(set(calib_f.artists)) <= 1 for _, _, calib_f in folds)
+    assert sum(len(set(calib_f.artists)) for _, _, calib_f in folds) == cuts * 4
     assert figures["mixed_known_queries"] == cuts * (20 * n + E.FOLDS * sum(len(q) for _, _, q, _ in new))
     assert figures["mixed_unknown_queries"] == cuts * (16 * n + E.FOLDS * sum(len(u) for _, _, _, u in new))
     for _, g, q, _ in new:  # a new hand's query is never one of its gallery paintings

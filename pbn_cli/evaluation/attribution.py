@@ -10,12 +10,14 @@ their paintings are queries).
 hands are all the training artists, their training paintings the gallery;
 the queries are their held-out paintings (val) and paintings by artists
 never trained on (test and calib), which should be answered "unknown hand".
-The attribution model is cross-fitted: the val and calib artists are cut
-into two folds by artist, and each fold's queries are answered by a model
-fitted on the other fold (``answers/attribution_fitting.fit_attribution``),
-so no figure rests on a painting its model was fitted on; the cut is made
+The attribution model is cross-fitted: the val and calib artists are dealt
+into FOLDS folds by artist (each fold as many calib artists as can be), and
+each fold's queries are answered by a model fitted on the other folds
+(``answers/attribution_fitting.fit_attribution``), so no figure rests on a
+painting its model was fitted on, and each model is fitted on nearly every
+calib artist, as the model kept is on all of them. The division is made
 FOLD_DIVISIONS times (seeded) and the answers of all of them pooled, each
-cut weighing the same.
+weighing the same.
 
 **Both kinds at once** (keys ``mixed_*``): as `attribute` asks by default,
 the workspace's trained hands beside new ones: divisions of the test
@@ -49,9 +51,9 @@ from pbn_cli.evaluation import bootstrap
 KNN = 10  # neighbours of the vote `pbn search` shows
 RAW_TOP = 3  # gallery paintings whose mean similarity is the raw artist score
 LEVELS = np.round(np.arange(0.3, 0.96, 0.05), 2)  # naming levels of the precision-coverage curve
-FOLDS = 2
-FOLD_DIVISIONS = 4  # seeded divisions of the val and calib artists into FOLDS, their answers pooled: with a few calib
-#                     artists, which of them a model is fitted on moved the workspace's error of p(top hand) by 0.04
+FOLDS = 8  # the val and calib artists dealt into FOLDS: with split's 8 calib artists each model is fitted on 7 of them;
+#            with 2 folds a model fitted on 4 measured a weaker one than eval keeps (docs/benchmarks.md)
+FOLD_DIVISIONS = 1  # seeded divisions into FOLDS, their answers pooled
 MIXED_DIVISIONS = 5  # of the test artists, per fold (mixed_answers)
 
 
@@ -206,14 +208,16 @@ def cross_fitted(background: A.Paintings, val: A.Paintings, calib: A.Paintings, 
     """Per fold of ``cuts`` seeded divisions of the val and calib artists into FOLDS: the attribution model fitted on
     the other folds of its division alone, and this fold's val (trained hands' held-out paintings) and calib
     paintings, which it may answer; None when there is nothing to ask or fit. ``val`` is kept to the trained hands'
-    paintings."""
+    paintings. The calib artists are dealt round the folds first, then the val artists where they stopped, each in a
+    seeded order: every fold holds as many calib artists as can be, so no model is fitted on fewer than the others."""
     val = val.of(np.unique(background.artists))
     if not len(val.ids) or not len(test.ids) + len(calib.ids):
         return None
-    names = _codes(background, val, calib, test)
     folds = []
     for cut in range(cuts):
-        fold_of = dict(zip(names, np.random.default_rng([seed, 5, cut]).permutation(len(names)) % FOLDS))
+        rng = np.random.default_rng([seed, 5, cut])
+        dealt = np.r_[rng.permutation(np.unique(calib.artists)), rng.permutation(np.unique(val.artists))]
+        fold_of = dict(zip(dealt, np.arange(len(dealt)) % FOLDS))
         for fold in range(FOLDS):
             mine = {name: np.array([fold_of[a] == fold for a in part.artists], bool) for name, part in
                     (("val", val), ("calib", calib))}
@@ -235,6 +239,8 @@ def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Painti
     parts = []
     for att, val_f, calib_f in folds:  # test artists are in no fitting: asked in every fold, each time at its weight
         asked = A.Paintings.join([val_f, calib_f, test])
+        if not len(asked.ids):  # more folds than artists: this one holds none
+            continue
         parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
                                     np.searchsorted(names, asked.artists), 1.0 / len(folds)))
     return Answers.join(parts)
