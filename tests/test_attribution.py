@@ -379,6 +379,15 @@ def test_workspace_protocol_counts_known_and_unknown_queries_and_never_asks_a_ga
     assert figures["workspace_hands"] == 10 and figures["workspace_gallery"] == 60
     assert figures["workspace_known_queries"] == 20 and figures["workspace_unknown_queries"] == 16 + 15
     assert figures["workspace_top1"] > 0.5 and 0.5 < figures["workspace_auroc"] <= 1
+    # known and unknown queries weigh half each, and every painting the same on its side however often it was asked:
+    # a test painting by every fold's model, a val or calib painting by its own fold's
+    ans = E.workspace_answers(train, val, calib, test, 0, E.cross_fitted(train, val, calib, test, 0))
+    names = E._codes(train, val, calib, test)
+    per_painting = {names[c][0]: set() for c in np.unique(ans.code)}
+    for c in np.unique(ans.code):
+        per_painting[names[c][0]].add(round(ans.weight[ans.code == c].sum() / {"t": 2, "c": 4, "x": 3}[names[c][0]], 9))
+    assert ans.weight[ans.known].sum() == pytest.approx(0.5) == ans.weight[~ans.known].sum()
+    assert per_painting["c"] == per_painting["x"] and len(per_painting["c"]) == 1 and len(per_painting["t"]) == 1
     # a val painting that is also a training painting is left out of its own hand, never found as itself
     twin = train.take(slice(0, 1))
     att = F.fit_attribution(train, val, calib, 0)

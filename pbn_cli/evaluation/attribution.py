@@ -38,7 +38,7 @@ Intervals come from the bootstrap over artists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -236,14 +236,15 @@ def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Painti
     if folds is None:
         return None
     trained, names = np.unique(background.artists), _codes(background, val, calib, test)
-    parts = []
-    for att, val_f, calib_f in folds:  # test artists are in no fitting: asked in every fold, each time at its weight
+    parts, test_asked = [], []
+    for att, val_f, calib_f in folds:  # test artists are in no fitting: asked in every fold
         asked = A.Paintings.join([val_f, calib_f, test])
-        if not len(asked.ids):  # more folds than artists: this one holds none
+        if not len(asked.ids):  # more folds than artists and no test artist: this fold asks nothing
             continue
         parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
-                                    np.searchsorted(names, asked.artists), 1.0 / len(folds)))
-    return Answers.join(parts)
+                                    np.searchsorted(names, asked.artists)))
+        test_asked.append(np.r_[np.zeros(len(val_f.ids) + len(calib_f.ids), bool), np.ones(len(test.ids), bool)])
+    return _each_painting_once(Answers.join(parts), np.concatenate(test_asked), len(folds), np.zeros(1, int))
 
 
 def _new_hands(test: A.Paintings, seed: int, n: int):
@@ -261,14 +262,33 @@ def mixed_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings,
     if folds is None or len(np.unique(test.artists)) < 2:
         return None
     names = _codes(background, val, calib, test)
-    parts = []
+    parts, test_asked, group = [], [], []
     for att, val_f, calib_f in folds:
-        for _, g, q, u in _new_hands(test, seed, n):
+        for d, (_, g, q, u) in enumerate(_new_hands(test, seed, n)):
             gallery = A.Paintings.join([background, test.take(g)])
             asked = A.Paintings.join([val_f, test.take(q), test.take(u), calib_f])
             parts.append(answer_queries(att, gallery, asked, np.isin(asked.artists, gallery.artists),
-                                        np.searchsorted(names, asked.artists), 1.0 / (len(folds) * n)))
-    return Answers.join(parts)
+                                        np.searchsorted(names, asked.artists)))
+            test_asked.append(np.r_[np.zeros(len(val_f.ids), bool), np.ones(len(q) + len(u), bool),
+                                    np.zeros(len(calib_f.ids), bool)])
+            group.append(np.full(len(asked.ids), d))
+    return _each_painting_once(Answers.join(parts), np.concatenate(test_asked), len(folds), np.concatenate(group))
+
+
+def _each_painting_once(ans: Answers, test_asked: np.ndarray, n_folds: int, group: np.ndarray) -> Answers:
+    """The pooled answers of every fold reweighted: within each group (a division of the test artists; the workspace
+    protocol has one) known and unknown queries weigh half each, and every painting on a side the same, however often
+    it was asked. A test painting is asked by every fold's model, a val or calib painting by its own fold's in each
+    division into folds: weighed per fold instead, the test paintings would outweigh the calib ones FOLDS times over."""
+    share = np.where(test_asked, 1.0 / n_folds, FOLDS / n_folds)  # each painting's asks sum to 1
+    groups = np.unique(group)
+    w = np.zeros(len(share))
+    for g in groups:
+        for side in (ans.known, ~ans.known):
+            mine = (group == g) & side
+            if mine.any():
+                w[mine] = 0.5 / len(groups) * share[mine] / share[mine].sum()
+    return replace(ans, weight=w)
 
 
 def _protocol_figures(answers: Answers | None, prefix: str, replicates: int, seed: int, sizes) -> tuple[dict, dict]:
