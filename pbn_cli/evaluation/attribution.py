@@ -88,7 +88,7 @@ class Answers:
     vote: np.ndarray  # the k-NN vote is right
     raw: np.ndarray  # the raw best score
     raw_right: np.ndarray  # the hand of the raw best score is the true one
-    weight: np.ndarray  # known and unknown queries half each within an episode
+    weight: np.ndarray  # known and unknown queries half each within an episode (``_halves``)
     code: np.ndarray  # the artist's code
     name_at: np.ndarray  # the naming level of the top hand's kind
     trained: np.ndarray  # the true hand is a known trained hand (False: a new one, or an unknown one)
@@ -108,8 +108,10 @@ class Answers:
 
 
 def answer_queries(att: A.AttributionModel, gallery: A.Paintings, queries: A.Paintings, known_mask: np.ndarray,
-                   code: np.ndarray, weight: float = 1.0) -> Answers:
-    """Each query's answer among the gallery's hands, with the raw score and vote beside it."""
+                   code: np.ndarray, share=1.0) -> Answers:
+    """Each query's answer among the gallery's hands, with the raw score and vote beside it. Its weight is, for now,
+    the ask's ``share`` of its painting (a painting asked by several models shares one weight among its asks);
+    ``_halves`` makes the protocol's weights of them."""
     known = A.KnownHands.from_gallery(att, gallery.emb, gallery.artists, gallery.ids)
     s = A.scores(att, known, queries.emb, queries.ids)
     p, pu = A.probabilities(att, known, s)
@@ -121,12 +123,11 @@ def answer_queries(att: A.AttributionModel, gallery: A.Paintings, queries: A.Pai
     gl = np.searchsorted(known.names, gallery.artists)
     vote = _vote(e, gl) == own
     raw = _raw_scores(e, gl, len(known.names))
-    n_known, n_unknown = int(known_mask.sum()), int((~known_mask).sum())
-    w = weight * np.where(known_mask, 0.5 / max(n_known, 1), 0.5 / max(n_unknown, 1))
     top_kind = known.kinds[np.where(np.isfinite(p).any(1), np.nan_to_num(p, nan=-1).argmax(1), 0)]
     name_at = att.open_set.name_at[top_kind] if att.open_set else np.full(len(p), np.nan)
     return Answers(rank, p.max(1), pu, known_mask & (rank == 0), vote & known_mask, raw.max(1),
-                   known_mask & (raw.argmax(1) == own), w, code, name_at,
+                   known_mask & (raw.argmax(1) == own), np.broadcast_to(np.asarray(share, float), len(p)).copy(),
+                   code, name_at,
                    known_mask & (att.kinds(queries.artists) == 1))
 
 
@@ -172,12 +173,13 @@ def _figures(ans: Answers, prefix: str, replicates: int, seed: int) -> tuple[dic
 def unseen_answers(split: A.Paintings, att: A.AttributionModel, seed: int, n: int = DIVISIONS) -> Answers:
     """The unseen-artist protocol's answers: ``n`` divisions of the split's artists into known and unknown hands."""
     codes, _ = artist_codes(split.artists)
-    parts = []
-    for names, g, q, u in divisions(split.artists, seed, n):
+    parts, group = [], []
+    for d, (names, g, q, u) in enumerate(divisions(split.artists, seed, n)):
         asked = np.r_[q, u]
         parts.append(answer_queries(att, split.take(g), split.take(asked), np.r_[np.ones(len(q), bool),
-                                    np.zeros(len(u), bool)], codes[asked], 1.0 / n))
-    return Answers.join(parts)
+                                    np.zeros(len(u), bool)], codes[asked]))
+        group.append(np.full(len(asked), d))
+    return _halves(Answers.join(parts), np.concatenate(group))
 
 
 def unseen_figures(split: A.Paintings, att: A.AttributionModel, seed: int, n: int = DIVISIONS, replicates: int = 200):
@@ -236,15 +238,18 @@ def workspace_answers(background: A.Paintings, val: A.Paintings, calib: A.Painti
     if folds is None:
         return None
     trained, names = np.unique(background.artists), _codes(background, val, calib, test)
-    parts, test_asked = [], []
+    own, every = _shares(len(folds))
+    parts = []
     for att, val_f, calib_f in folds:  # test artists are in no fitting: asked in every fold
         asked = A.Paintings.join([val_f, calib_f, test])
         if not len(asked.ids):  # more folds than artists and no test artist: this fold asks nothing
             continue
         parts.append(answer_queries(att, background, asked, np.isin(asked.artists, trained),
-                                    np.searchsorted(names, asked.artists)))
-        test_asked.append(np.r_[np.zeros(len(val_f.ids) + len(calib_f.ids), bool), np.ones(len(test.ids), bool)])
-    return _each_painting_once(Answers.join(parts), np.concatenate(test_asked), len(folds), np.zeros(1, int))
+                                    np.searchsorted(names, asked.artists),
+                                    np.r_[np.full(len(val_f.ids) + len(calib_f.ids), own),
+                                          np.full(len(test.ids), every)]))
+    answers = Answers.join(parts)
+    return _halves(answers, np.zeros(len(answers.rank), int))
 
 
 def _new_hands(test: A.Paintings, seed: int, n: int):
@@ -262,32 +267,38 @@ def mixed_answers(background: A.Paintings, val: A.Paintings, calib: A.Paintings,
     if folds is None or len(np.unique(test.artists)) < 2:
         return None
     names = _codes(background, val, calib, test)
-    parts, test_asked, group = [], [], []
+    own, every = _shares(len(folds))
+    parts, group = [], []
     for att, val_f, calib_f in folds:
         for d, (_, g, q, u) in enumerate(_new_hands(test, seed, n)):
             gallery = A.Paintings.join([background, test.take(g)])
             asked = A.Paintings.join([val_f, test.take(q), test.take(u), calib_f])
             parts.append(answer_queries(att, gallery, asked, np.isin(asked.artists, gallery.artists),
-                                        np.searchsorted(names, asked.artists)))
-            test_asked.append(np.r_[np.zeros(len(val_f.ids), bool), np.ones(len(q) + len(u), bool),
-                                    np.zeros(len(calib_f.ids), bool)])
+                                        np.searchsorted(names, asked.artists),
+                                        np.r_[np.full(len(val_f.ids), own), np.full(len(q) + len(u), every),
+                                              np.full(len(calib_f.ids), own)]))
             group.append(np.full(len(asked.ids), d))
-    return _each_painting_once(Answers.join(parts), np.concatenate(test_asked), len(folds), np.concatenate(group))
+    return _halves(Answers.join(parts), np.concatenate(group))
 
 
-def _each_painting_once(ans: Answers, test_asked: np.ndarray, n_folds: int, group: np.ndarray) -> Answers:
-    """The pooled answers of every fold reweighted: within each group (a division of the test artists; the workspace
-    protocol has one) known and unknown queries weigh half each, and every painting on a side the same, however often
-    it was asked. A test painting is asked by every fold's model, a val or calib painting by its own fold's in each
-    division into folds: weighed per fold instead, the test paintings would outweigh the calib ones FOLDS times over."""
-    share = np.where(test_asked, 1.0 / n_folds, FOLDS / n_folds)  # each painting's asks sum to 1
+def _shares(n_folds: int) -> tuple[float, float]:
+    """What one ask weighs of its painting in the cross-fitted protocols: a val or calib painting is asked by its own
+    fold's model once per division into folds, a test painting by every fold's model."""
+    return FOLDS / n_folds, 1.0 / n_folds
+
+
+def _halves(ans: Answers, group: np.ndarray) -> Answers:
+    """Every protocol's weights from each ask's share of its painting (``answer_queries``): within each group (a
+    division of artists; the workspace protocol has one) known and unknown queries weigh half each, and every painting
+    on a side the same, however often it was asked (weighed per fold instead, the test paintings would outweigh the
+    calib ones FOLDS times over); each group weighs the same."""
     groups = np.unique(group)
-    w = np.zeros(len(share))
+    w = np.zeros(len(ans.weight))
     for g in groups:
         for side in (ans.known, ~ans.known):
             mine = (group == g) & side
             if mine.any():
-                w[mine] = 0.5 / len(groups) * share[mine] / share[mine].sum()
+                w[mine] = 0.5 / len(groups) * ans.weight[mine] / ans.weight[mine].sum()
     return replace(ans, weight=w)
 
 

@@ -90,15 +90,15 @@ def attribution_lines(figures: dict) -> list[str]:
     """The report's attribution sections (docs/metrics.md, "Attribution"): the workspace, both kinds of hand at
     once, then unseen artists."""
     lines = []
-    cuts = figures.get("workspace_fold_divisions", 1)
-    cuts = f", divided {cuts} ways and pooled" if cuts > 1 else ""
+    deals = figures.get("workspace_fold_divisions", 1)
+    pooled = f", divided {deals} ways and pooled" if deals > 1 else ""
     if figures.get("workspace_hands"):
         lines += ["## Who painted it: among the workspace's trained hands", "",
                   f"Every training artist is a known hand ({figures['workspace_hands']}, their "
                   f"{figures['workspace_gallery']} training paintings the gallery); queries: "
                   f"{figures['workspace_known_queries']} held-out paintings of theirs (val) and "
                   f"{figures['workspace_unknown_queries']} by artists never trained on (test, calib), known and unknown "
-                  f"weighing half each. Cross-fitted in {figures['workspace_folds']} folds of artists{cuts}: no query "
+                  f"weighing half each. Cross-fitted in {figures['workspace_folds']} folds of artists{pooled}: no query "
                   f"is answered by a model fitted on its artist. A name is given from p(top hand) ≥ "
                   f"{figures['workspace_name_at']:.2f}.", "", *_attribution_table(figures, "workspace_", {}), ""]
     if figures.get("mixed_trained_hands"):
